@@ -1,0 +1,76 @@
+"""Adaptation strategies: given the classifier and its head modules, decide what trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def _in_head(param_name: str, head_modules: list[str]) -> bool:
+    dotted = f".{param_name}"
+    return any(f".{name}." in dotted for name in head_modules)
+
+
+def _check_head_modules(model: nn.Module, head_modules: list[str]) -> None:
+    names = [n for n, _ in model.named_parameters()]
+    missing = [h for h in head_modules if not any(_in_head(n, [h]) for n in names)]
+    if missing:
+        top = sorted({n.split(".")[0] for n in names})
+        raise ValueError(f"backbone.head_modules names {missing}, which this model does not "
+                         f"have; its top-level modules are {top}.")
+
+
+@dataclass
+class FullFineTuning:
+    """Every parameter trains."""
+
+    name: str = "full"
+
+    def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
+        model.requires_grad_(True)
+        return model
+
+
+@dataclass
+class FrozenBackbone:
+    """The backbone is frozen; only the head modules train."""
+
+    name: str = "frozen_head"
+
+    def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
+        _check_head_modules(model, head_modules)
+        for name, param in model.named_parameters():
+            param.requires_grad_(_in_head(name, head_modules))
+        return model
+
+
+@dataclass
+class Lora:
+    """PEFT LoRA on the backbone's attention (optionally feed-forward) layers; the head trains
+    fully. PEFT itself saves only `classifier`/`score` heads, so every head module is listed
+    in modules_to_save (DistilBERT's fresh `pre_classifier` would stay random otherwise)."""
+
+    name: str = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    ffn_modules: list[str] = field(default_factory=list)
+    train_ffn: bool = False
+
+    def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
+        from peft import LoraConfig, get_peft_model
+
+        _check_head_modules(model, head_modules)
+        targets = list(self.target_modules) + (list(self.ffn_modules) if self.train_ffn else [])
+        config = LoraConfig(task_type="SEQ_CLS", r=self.r, lora_alpha=self.alpha,
+                            lora_dropout=self.dropout, target_modules=targets,
+                            modules_to_save=list(head_modules))
+        return get_peft_model(model, config)

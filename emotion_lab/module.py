@@ -1,0 +1,111 @@
+"""The LightningModule: a Hugging Face classifier, an adapter strategy, BCE loss, AdamW."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from emotion_lab.adapters import count_parameters
+from emotion_lab.backbones import build_classifier
+from emotion_lab.metrics import evaluate
+
+
+class Collect(Metric):
+    """Keeps every batch's probabilities and labels (gathered across DDP ranks)."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("probs", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def update(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
+        self.probs.append(probs.float())
+        self.labels.append(labels.float())
+
+    def compute(self) -> tuple[np.ndarray, np.ndarray]:
+        cat = (lambda x: torch.cat(x) if isinstance(x, list) else x)
+        return cat(self.probs).cpu().numpy(), cat(self.labels).cpu().numpy()
+
+
+def pos_weight_from(setting: Any, train_frequencies: list[float] | None,
+                    cap: float) -> torch.Tensor | None:
+    """BCE pos_weight: None, 'balanced' (negatives/positives per label, capped) or a list."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        if train_frequencies is None:
+            raise ValueError("model.loss.pos_weight=balanced needs the training label frequencies.")
+        freq = torch.tensor(train_frequencies).clamp(min=1e-6)
+        return ((1 - freq) / freq).clamp(max=cap)
+    return torch.tensor(list(setting), dtype=torch.float)
+
+
+class EmotionModule(L.LightningModule):
+    def __init__(self, backbone: dict[str, Any], label_names: list[str], adapter: Any,
+                 threshold_policy: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 head: dict[str, Any], loss: dict[str, Any], optimizer: Callable,
+                 scheduler: Callable | None = None, warmup_ratio: float = 0.1,
+                 train_frequencies: list[float] | None = None):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.label_names = list(label_names)
+        model, self.head_modules = build_classifier(backbone, self.label_names, head)
+        self.model = adapter.apply(model, self.head_modules)
+        self.trainable_params, self.total_params = count_parameters(self.model)
+        pos_weight = pos_weight_from(loss.get("pos_weight"), train_frequencies,
+                                     loss.get("max_pos_weight", 10.0))
+        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        self.val_outputs = Collect()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        return logits, self.loss_fn(logits, batch["labels"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        _, loss = self._step(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits, loss = self._step(batch)
+        self.val_outputs.update(torch.sigmoid(logits), batch["labels"])
+        self.log("val/loss", loss, batch_size=len(batch["labels"]), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        probs, labels = self.val_outputs.compute()
+        self.val_outputs.reset()
+        thresholds = self.hparams.threshold_policy(probs, labels)
+        summary, _ = evaluate(probs, labels, thresholds, self.label_names, "val")
+        keep = ("val/macro_f1", "val/micro_f1", "val/macro_pr_auc", "val/macro_f1_at_0.5")
+        self.log_dict({k: summary[k] for k in keep}, prog_bar=True)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        return {"index": batch["index"], "probs": torch.sigmoid(logits)}
+
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:
+            logger.log_metrics({"params/trainable": self.trainable_params,
+                                "params/total": self.total_params})
+
+    def configure_optimizers(self) -> dict:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.hparams.optimizer(params=params)
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        total = self.trainer.estimated_stepping_batches
+        scheduler = self.hparams.scheduler(optimizer, num_warmup_steps=int(
+            self.hparams.warmup_ratio * total), num_training_steps=total)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

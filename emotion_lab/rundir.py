@@ -1,0 +1,135 @@
+"""The run directory: the contract between training and everything after it.
+
+    metrics.json        val/test summary metrics, parameter counts, timing
+    per_label.csv       split, label, support, precision, recall, f1, pr_auc, threshold
+    thresholds.json     {label: threshold}, fitted on validation
+    label_map.json      {id: label}
+    {val,test}_{probs,labels}.npy
+    config.yaml         the resolved training config
+    model/              tokenizer + weights, loadable with load_model() alone:
+      emotion_lab.json  how to rebuild: backbone, head, adapter, labels
+      full/frozen_head: a HF model directory (config.json, model.safetensors);
+                        emotion_lab's own head adds classifier.safetensors
+      lora:             adapter/ (PEFT adapter + trained head); the base comes from the
+                        backbone source recorded in emotion_lab.json
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from emotion_lab.backbones import PooledClassifier, build_classifier
+
+REQUIRED = ("metrics.json", "thresholds.json", "label_map.json", "model/emotion_lab.json")
+
+
+class RunDirError(FileNotFoundError):
+    """A run directory that lacks something; the message names the file."""
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing. Is {path.parent} a complete emotion_lab run "
+                          f"directory (written by python -m emotion_lab.train)?")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_results(run_dir: Path, metrics: dict[str, Any], per_label: dict[str, list[dict]],
+                  thresholds: np.ndarray, label_names: list[str],
+                  arrays: dict[str, np.ndarray]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "thresholds.json", dict(zip(label_names, map(float, thresholds))))
+    write_json(run_dir / "label_map.json", dict(enumerate(label_names)))
+    with (run_dir / "per_label.csv").open("w", newline="", encoding="utf-8") as f:
+        fields = ["split", "label", "support", "precision", "recall", "f1", "pr_auc", "threshold"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for split, rows in per_label.items():
+            writer.writerows({"split": split, **row} for row in rows)
+    for name, array in arrays.items():
+        np.save(run_dir / f"{name}.npy", array)
+
+
+def _plain_classifier(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str, Any],
+               head: dict[str, Any], adapter: str, label_names: list[str]) -> None:
+    """Save the trained classifier so that load_model() needs nothing but this folder."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(model_dir)
+    spec = {"format": 1, "adapter": adapter, "head": head, "labels": label_names,
+            "backbone": dict(backbone)}
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(model_dir / "adapter")
+    else:
+        if isinstance(model, PooledClassifier):
+            model.encoder.save_pretrained(model_dir)
+            save_file({k: v.contiguous() for k, v in model.classifier.state_dict().items()},
+                      model_dir / "classifier.safetensors")
+        else:
+            model.save_pretrained(model_dir)
+        # The folder is now the backbone: rebuilding needs no hub and no package.
+        spec["backbone"].update(model=".", tokenizer=".", local_package=None, random_init=None)
+    write_json(model_dir / "emotion_lab.json", spec)
+
+
+def load_model(model_dir: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """(classifier in eval mode, tokenizer, spec) from a run's model/ folder."""
+    from emotion_lab.backbones import load_tokenizer
+
+    model_dir = Path(model_dir)
+    spec = read_json(model_dir / "emotion_lab.json")
+    backbone = dict(spec["backbone"])
+    for key in ("model", "tokenizer"):
+        if backbone.get(key) == ".":
+            backbone[key] = str(model_dir)
+    model, _ = build_classifier(backbone, spec["labels"], spec["head"])
+    if (model_dir / "adapter").is_dir():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, model_dir / "adapter")
+    elif isinstance(model, PooledClassifier):
+        model.classifier.load_state_dict(load_file(model_dir / "classifier.safetensors"))
+    tokenizer = load_tokenizer({**backbone, "tokenizer": str(model_dir)})
+    return model.eval(), tokenizer, spec
+
+
+def load_arrays(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    run_dir = Path(run_dir)
+    out = []
+    for kind in ("probs", "labels"):
+        path = run_dir / f"{split}_{kind}.npy"
+        if not path.is_file():
+            raise RunDirError(f"{path}: missing from the run directory.")
+        out.append(np.load(path))
+    return out[0], out[1]
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int = 128,
+                  batch_size: int = 64) -> np.ndarray:
+    """Sigmoid probabilities for texts, batched in length order, returned in input order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    probs: dict[int, np.ndarray] = {}
+    for idx in batches:
+        enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt")
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        probs.update(zip(idx, torch.sigmoid(logits.float()).numpy()))
+    return np.stack([probs[i] for i in range(len(texts))])

@@ -1,0 +1,149 @@
+"""Hydra face of training: `train(cfg)` does the work, `main()` parses the command line.
+
+    python -m emotion_lab.train                              # MiniLM, full fine-tuning
+    python -m emotion_lab.train adapter=lora threshold=global
+    python -m emotion_lab.train -m adapter=full,lora,frozen_head
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from emotion_lab.backbones import BackboneError, load_tokenizer
+from emotion_lab.callbacks import TrainingClock
+from emotion_lab.data import DataError
+from emotion_lab.metrics import evaluate, frequency_baseline
+from emotion_lab.rundir import save_model, write_results
+
+log = logging.getLogger(__name__)
+
+
+def predict_split(trainer: L.Trainer, model: L.LightningModule, loader,
+                  ckpt_path: str | None) -> np.ndarray:
+    """Probabilities for a split in its original order (loaders yield length-sorted batches)."""
+    outputs = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path,
+                              weights_only=False)  # our own checkpoint: hparams are pickled
+    index = torch.cat([o["index"] for o in outputs])
+    probs = torch.cat([o["probs"] for o in outputs]).float()
+    ordered = torch.empty_like(probs)
+    ordered[index] = probs
+    return ordered.numpy()
+
+
+def finish_wandb() -> None:
+    """Close the W&B run so that the next job of a multirun starts its own."""
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train, pick the best checkpoint, fit thresholds on validation, evaluate, write the run."""
+    try:
+        return _train(cfg)
+    finally:
+        finish_wandb()
+
+
+def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    tokenizer = load_tokenizer(config["backbone"])
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    datamodule.setup()
+    labels = datamodule.label_names
+    model = instantiate(cfg.model, label_names=labels,
+                        train_frequencies=datamodule.train_label_frequencies.tolist())
+    log.info("%s / %s: %d of %d parameters train (%.2f%%)", cfg.backbone.name, cfg.adapter.name,
+             model.trainable_params, model.total_params,
+             100 * model.trainable_params / model.total_params)
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(config)
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"),
+                weights_only=False)  # resuming reads our own pickled hparams
+    fit_seconds = time.perf_counter() - start
+    # fast_dev_run and runs without a checkpoint callback keep the last weights.
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = best or None
+
+    splits = datamodule.splits
+    val_probs = predict_split(trainer, model, datamodule.val_dataloader(), best)
+    test_probs = predict_split(trainer, model, datamodule.test_dataloader(), best)
+    val_labels, test_labels = splits["val"].labels, splits["test"].labels
+    thresholds = model.hparams.threshold_policy(val_probs, val_labels)  # validation only
+    val_summary, val_rows = evaluate(val_probs, val_labels, thresholds, labels, "val")
+    test_summary, test_rows = evaluate(test_probs, test_labels, thresholds, labels, "test")
+
+    clock = next((c for c in callbacks if isinstance(c, TrainingClock)), None)
+    metrics: dict[str, Any] = {
+        "backbone": cfg.backbone.name, "adapter": cfg.adapter.name,
+        "threshold_policy": cfg.threshold.name,
+        **val_summary, **test_summary,
+        "test/macro_f1_frequency_baseline": frequency_baseline(
+            datamodule.train_label_frequencies, test_labels, seed=cfg.get("seed") or 0),
+        "params/trainable": model.trainable_params, "params/total": model.total_params,
+        "params/trainable_share": model.trainable_params / model.total_params,
+        "time/fit_seconds": fit_seconds,
+        "time/train_seconds": clock.seconds if clock else None,
+        "time/train_samples_per_second": clock.samples_per_second if clock else None,
+        "train/samples_seen": clock.samples if clock else None,
+        "epochs": trainer.current_epoch, "global_steps": trainer.global_step,
+        "best_checkpoint": best,
+    }
+    write_results(run_dir, metrics, {"val": val_rows, "test": test_rows}, thresholds, labels,
+                  {"val_probs": val_probs, "val_labels": val_labels,
+                   "test_probs": test_probs, "test_labels": test_labels})
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config), encoding="utf-8")
+    save_model(run_dir / "model", model.model, tokenizer, config["backbone"],
+               config["model"]["head"], cfg.adapter.name, labels)
+    log_final(loggers, metrics, {"val": val_rows, "test": test_rows})
+    log.info("test macro-F1 %.4f (%s thresholds), run written to %s",
+             metrics["test/macro_f1"], cfg.threshold.name, run_dir)
+    return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+
+
+def log_final(loggers: list, metrics: dict[str, Any], per_label: dict[str, list[dict]]) -> None:
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    per_label_f1 = {f"{split}/f1/{row['label']}": row["f1"]
+                    for split, rows in per_label.items() for row in rows}
+    for logger in loggers:
+        logger.log_metrics({**numeric, **per_label_f1})
+        if hasattr(logger.experiment, "summary"):  # W&B: a summary and a per-label table
+            logger.experiment.summary.update(numeric)
+            columns = ["split", *per_label["test"][0].keys()]
+            logger.log_table(key="per_label", columns=columns,
+                             data=[[s, *r.values()] for s, rows in per_label.items() for r in rows])
+        logger.save()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics, _ = train(cfg)
+    except (DataError, BackboneError) as e:
+        log.error("%s", e)
+        sys.exit(2)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
