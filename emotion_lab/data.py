@@ -207,7 +207,8 @@ class GoEmotionsDataModule(L.LightningDataModule):
         super().__init__()
         self.tokenizer = tokenizer
         self.dir, self.hub_name, self.hub_config = dir, hub_name, hub_config
-        self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
+        self.max_length = max_length
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
         self.caps = {"train": max_train_examples, "val": max_eval_examples,
                      "test": max_eval_examples}

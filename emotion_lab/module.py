@@ -31,8 +31,10 @@ class Collect(Metric):
         self.labels.append(labels.float())
 
     def compute(self) -> tuple[np.ndarray, np.ndarray]:
-        cat = (lambda x: torch.cat(x) if isinstance(x, list) else x)
-        return cat(self.probs).cpu().numpy(), cat(self.labels).cpu().numpy()
+        # after a DDP sync the states are already concatenated tensors
+        probs, labels = (torch.cat(s) if isinstance(s, list) else s
+                         for s in (self.probs, self.labels))
+        return probs.cpu().numpy(), labels.cpu().numpy()
 
 
 def pos_weight_from(setting: Any, train_frequencies: list[float] | None,

@@ -51,7 +51,8 @@ def write_results(run_dir: Path, metrics: dict[str, Any], per_label: dict[str, l
                   arrays: dict[str, np.ndarray]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "thresholds.json", dict(zip(label_names, map(float, thresholds))))
+    write_json(run_dir / "thresholds.json",
+               {name: float(t) for name, t in zip(label_names, thresholds, strict=True)})
     write_json(run_dir / "label_map.json", dict(enumerate(label_names)))
     with (run_dir / "per_label.csv").open("w", newline="", encoding="utf-8") as f:
         fields = ["split", "label", "support", "precision", "recall", "f1", "pr_auc", "threshold"]
@@ -131,5 +132,5 @@ def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int
         enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
                         padding=True, return_tensors="pt")
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-        probs.update(zip(idx, torch.sigmoid(logits.float()).numpy()))
+        probs.update(zip(idx, torch.sigmoid(logits.float()).numpy(), strict=True))
     return np.stack([probs[i] for i in range(len(texts))])
