@@ -60,7 +60,8 @@ class EmotionModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.label_names = list(label_names)
         model, self.head_modules = build_classifier(backbone, self.label_names, head)
-        self.model = adapter.apply(model, self.head_modules)
+        # transformers returns models in eval mode; Lightning keeps each module's mode as found
+        self.model = adapter.apply(model.train(), self.head_modules)
         self.trainable_params, self.total_params = count_parameters(self.model)
         pos_weight = pos_weight_from(loss.get("pos_weight"), train_frequencies,
                                      loss.get("max_pos_weight", 10.0))
