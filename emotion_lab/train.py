@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion_lab.backbones import BackboneError, load_tokenizer
 from emotion_lab.callbacks import TrainingClock
 from emotion_lab.data import DataError
+from emotion_lab.hardware import fast_precision
 from emotion_lab.metrics import evaluate, frequency_baseline
 from emotion_lab.rundir import save_model, write_results
 
@@ -73,7 +74,11 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    precision = cfg.trainer.get("precision", "auto")
+    if precision == "auto":
+        precision = fast_precision(cfg.trainer.get("accelerator", "auto"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                          precision=precision)
     for logger in loggers:
         logger.log_hyperparams(config)
 
