@@ -75,6 +75,8 @@ class PooledClassifier(nn.Module):
         if pooling not in ("cls", "mean"):
             raise ValueError(f"model.head.pooling={pooling!r}: expected 'cls' or 'mean'.")
         self.encoder, self.pooling = encoder, pooling
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None  # unused here; DDP refuses parameters without gradients
         self.config = encoder.config  # PEFT reads model.config
         width = encoder.config.hidden_size
         layers: list[nn.Module] = [nn.Dropout(dropout)]

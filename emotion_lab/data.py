@@ -156,8 +156,10 @@ class LengthGroupedBatches(Sampler[list[int]]):
 
     Training: shuffle, cut into groups of `group_batches` batches, sort each group by
     length, batch it, shuffle the batches. Evaluation: one global sort by length.
-    Under DDP each rank takes every world_size-th batch; for training the batch count is
-    cut to a multiple of world_size so that ranks step together.
+    Under DDP each rank trains on every world_size-th batch, the batch count cut to a
+    multiple of world_size so that ranks step together. Evaluation is not split: every
+    rank sees the whole split, so predictions come back complete and in order, and metrics
+    gathered across ranks are those of the split (each example counted world_size times).
     """
 
     def __init__(self, lengths: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
@@ -181,12 +183,11 @@ class LengthGroupedBatches(Sampler[list[int]]):
         return [batches[i].tolist() for i in torch.randperm(len(batches), generator=g)]
 
     def _rank_slice(self, batches: list[list[int]]) -> list[list[int]]:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not (self.shuffle and distributed):
             return batches
         world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-        if self.shuffle:
-            batches = batches[: len(batches) - len(batches) % world]
-        return batches[rank::world]
+        return batches[: len(batches) - len(batches) % world][rank::world]
 
     def __iter__(self):
         return iter(self._rank_slice(self._batches()))

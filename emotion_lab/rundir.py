@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,12 @@ def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str,
     """Save the trained classifier so that load_model() needs nothing but this folder."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(model_dir)
+    # transformers 5's BertweetTokenizer rewrites bpe.codes in a form its own loader misreads
+    # (merges lost); the original vocabulary files are what it was trained with anyway.
+    for attr, name in getattr(tokenizer, "vocab_files_names", {}).items():
+        source = getattr(tokenizer, attr, None)
+        if isinstance(source, str) and Path(source).is_file():
+            shutil.copyfile(source, model_dir / name)
     spec = {"format": 1, "adapter": adapter, "head": head, "labels": label_names,
             "backbone": dict(backbone)}
     if hasattr(model, "peft_config"):

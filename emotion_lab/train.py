@@ -98,6 +98,9 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     val_summary, val_rows = evaluate(val_probs, val_labels, thresholds, labels, "val")
     test_summary, test_rows = evaluate(test_probs, test_labels, thresholds, labels, "test")
 
+    if not trainer.is_global_zero:  # under DDP one process writes the run
+        return val_summary | test_summary, {"cfg": cfg, "datamodule": datamodule,
+                                            "model": model, "trainer": trainer}
     clock = next((c for c in callbacks if isinstance(c, TrainingClock)), None)
     metrics: dict[str, Any] = {
         "backbone": cfg.backbone.name, "adapter": cfg.adapter.name,

@@ -1,0 +1,84 @@
+"""Every config the project ships composes and resolves."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from conftest import CONF_DIR, compose_config
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+PATHS = ("paths.output_dir=/tmp/emotion_lab_unused", "paths.sweep_group=null")
+
+
+def names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def resolved(*overrides: str) -> dict:
+    return OmegaConf.to_container(compose_config(*PATHS, *overrides), resolve=True)
+
+
+def test_config_groups_are_found():
+    assert "smoke" in names("experiment") and "fdr" in names("debug")
+    assert set(names("backbone")) >= {"tiny", "minilm", "distilbert", "bertweet"}
+
+
+@pytest.mark.parametrize("experiment", names("experiment"))
+def test_experiment_composes_and_resolves(experiment):
+    config = resolved(f"experiment={experiment}")
+    assert isinstance(config["model"]["optimizer"]["lr"], float)
+    assert config["data"]["max_length"] == config["backbone"]["max_length"]
+
+
+def test_minilm_lora_experiment_overrides_what_it_says():
+    config = resolved("experiment=minilm_lora")
+    assert config["backbone"]["name"] == "minilm" and config["adapter"]["name"] == "lora"
+    assert (config["adapter"]["r"], config["adapter"]["alpha"]) == (16, 32)
+    assert config["adapter"]["train_ffn"] is True
+    assert config["model"]["adapter"] == config["adapter"]
+    assert config["model"]["optimizer"]["lr"] == pytest.approx(1e-3)  # minilm's lora lr
+
+
+@pytest.mark.parametrize("debug", names("debug"))
+def test_debug_config_composes_and_resolves(debug):
+    config = resolved(f"debug={debug}")
+    assert config["trainer"]["accelerator"] == "cpu"
+    assert not config.get("logger")  # debug configs run without a logger
+
+
+def test_debug_fdr_sets_fast_dev_run():
+    assert resolved("debug=fdr")["trainer"]["fast_dev_run"] is True
+    overfit = resolved("debug=overfit")
+    assert overfit["trainer"]["overfit_batches"] == 4
+    assert overfit["callbacks"]["early_stopping"] is None
+
+
+COMBINATIONS = list(itertools.product(names("backbone"), names("adapter"), names("threshold")))
+
+
+@pytest.mark.parametrize(("backbone", "adapter", "threshold"), COMBINATIONS)
+def test_every_combination_composes(backbone, adapter, threshold):
+    cfg = compose_config(*PATHS, f"backbone={backbone}", f"adapter={adapter}",
+                         f"threshold={threshold}")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    lr = config["model"]["optimizer"]["lr"]
+    assert isinstance(lr, float) and 0 < lr < 1
+    assert lr == pytest.approx(float(config["backbone"]["lr"][adapter]))
+    assert config["model"]["head"]["pooling"] == config["backbone"]["pooling"]
+    # the small objects Hydra hands the module instantiate without touching a model
+    strategy = instantiate(cfg.adapter)
+    assert strategy.name == adapter
+    if adapter == "lora":
+        assert list(strategy.target_modules) == config["backbone"]["lora_target_modules"]
+    policy = instantiate(cfg.threshold.policy)
+    assert callable(policy) and cfg.threshold.name == threshold
+
+
+def test_defaults_are_minilm_full_per_label():
+    config = resolved()
+    assert (config["backbone"]["name"], config["adapter"]["name"],
+            config["threshold"]["name"]) == ("minilm", "full", "per_label")
+    assert config["optimized_metric"] == "val/macro_f1"
+    assert config["callbacks"]["model_checkpoint"]["monitor"] == "val/macro_f1"

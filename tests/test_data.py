@@ -1,0 +1,268 @@
+"""Readers of the release format, their error messages, length-grouped batching, collation."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import EMOTIONS, SPLIT_SIZES
+
+from emotion_lab.data import (
+    SPLIT_FILES,
+    DataError,
+    GoEmotionsDataModule,
+    LengthGroupedBatches,
+    TokenizedSplit,
+    read_hub,
+    read_release_dir,
+    read_release_tsv,
+)
+
+
+@pytest.fixture
+def data_copy(goemotions_dir, tmp_path):
+    """A writable copy of the fixture directory, to corrupt."""
+    return shutil.copytree(goemotions_dir, tmp_path / "goemotions")
+
+
+def replace_line(path, lineno: int, text: str) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[lineno - 1] = text + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- reading the fixture
+
+
+def test_reads_the_release_directory(goemotions):
+    splits, names = read_release_dir(goemotions.dir)
+    assert names == EMOTIONS
+    assert set(splits) == {"train", "val", "test"}
+    for split, file in SPLIT_FILES.items():
+        rows = goemotions.rows[file]
+        got = splits[split]
+        assert len(got.texts) == SPLIT_SIZES[file]
+        assert got.texts == [text for text, _, _ in rows]  # quotes kept verbatim
+        assert got.ids == [comment_id for _, _, comment_id in rows]
+        assert got.labels.shape == (len(rows), len(EMOTIONS))
+        assert got.labels.dtype == np.float32
+        for i, (_, label_ids, _) in enumerate(rows):
+            assert np.flatnonzero(got.labels[i]).tolist() == label_ids
+
+
+def test_fixture_has_every_label_at_least_twice_in_every_split(goemotions_dir):
+    splits, _ = read_release_dir(goemotions_dir)
+    for name, split in splits.items():
+        assert split.labels.sum(axis=0).min() >= 2, name
+    assert any('"' in t for t in splits["train"].texts)  # the quote case is exercised
+
+
+def test_crlf_line_endings_read_the_same(goemotions_dir, data_copy):
+    path = data_copy / "dev.tsv"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    crlf = read_release_tsv(path, len(EMOTIONS))
+    plain = read_release_tsv(goemotions_dir / "dev.tsv", len(EMOTIONS))
+    assert crlf.texts == plain.texts and crlf.ids == plain.ids
+    np.testing.assert_array_equal(crlf.labels, plain.labels)
+
+
+def test_head_keeps_the_first_examples(goemotions_dir):
+    split = read_release_dir(goemotions_dir)[0]["train"]
+    head = split.head(7)
+    assert head.texts == split.texts[:7] and head.ids == split.ids[:7]
+    np.testing.assert_array_equal(head.labels, split.labels[:7])
+    assert split.head(None) is split and split.head(10_000) is split
+
+
+# ---------------------------------------------------------------- bad data
+
+
+def test_nonexistent_directory(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match="data.dir") as err:
+        read_release_dir(missing)
+    assert str(missing) in str(err.value)
+
+
+def test_missing_split_file(data_copy):
+    (data_copy / "dev.tsv").unlink()
+    with pytest.raises(DataError, match="split file not found") as err:
+        read_release_dir(data_copy)
+    assert str(data_copy / "dev.tsv") in str(err.value)
+
+
+def test_missing_label_file(data_copy):
+    (data_copy / "emotions.txt").unlink()
+    with pytest.raises(DataError, match="emotions.txt"):
+        read_release_dir(data_copy)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("just text\t3", "expected 3 tab-separated columns"),
+    ("text\t3\tid\textra", "expected 3 tab-separated columns"),
+    ("some text\t28\tabc", "label id 28 out of range"),
+    ("some text\t2,-1\tabc", "label id -1 out of range"),
+    ("   \t3\tabc", "empty text"),
+    ("some text\t3,x\tabc", "comma-separated integers"),
+    ("some text\t\tabc", "comma-separated integers"),
+])
+def test_bad_line_names_file_and_line(data_copy, line, message):
+    path = data_copy / "train.tsv"
+    replace_line(path, 5, line)
+    with pytest.raises(DataError, match=message) as err:
+        read_release_dir(data_copy)
+    assert f"{path}:5:" in str(err.value)
+
+
+def test_invalid_utf8_names_file_and_line(data_copy):
+    path = data_copy / "test.tsv"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = b"caf\xe9\t1\tid\n"
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(DataError, match="UTF-8") as err:
+        read_release_dir(data_copy)
+    assert f"{path}:3:" in str(err.value)
+
+
+def test_empty_split_file(data_copy):
+    (data_copy / "test.tsv").write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="empty"):
+        read_release_dir(data_copy)
+
+
+def test_datamodule_with_bad_dir_raises_data_error(tmp_path):
+    dm = GoEmotionsDataModule(tokenizer=None, dir=str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="data.dir"):
+        dm.setup()
+
+
+# ---------------------------------------------------------------- hub fallback
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    import datasets
+    import huggingface_hub
+
+    # the libraries read the variables at import: patch them too in case they were imported
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
+
+
+def test_hub_failure_points_at_data_dir(offline_hub):
+    with pytest.raises(DataError, match="data.dir") as err:
+        read_hub("emotion-lab-tests/no-such-dataset", "simplified")
+    assert "emotion-lab-tests/no-such-dataset" in str(err.value)
+
+
+def test_datamodule_without_dir_uses_the_hub(offline_hub):
+    dm = GoEmotionsDataModule(tokenizer=None, dir=None,
+                              hub_name="emotion-lab-tests/no-such-dataset")
+    with pytest.raises(DataError, match="data.dir"):
+        dm.setup()
+
+
+# ---------------------------------------------------------------- batching
+
+
+LENGTHS = torch.tensor(np.random.default_rng(0).integers(3, 60, size=103))
+
+
+def flatten(batches):
+    return [i for batch in batches for i in batch]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_cover_every_index_exactly_once(shuffle):
+    sampler = LengthGroupedBatches(LENGTHS, batch_size=8, shuffle=shuffle, seed=3)
+    batches = list(sampler)
+    assert sorted(flatten(batches)) == list(range(len(LENGTHS)))
+    assert len(sampler) == len(batches) == 13  # ceil(103 / 8)
+    assert all(1 <= len(b) <= 8 for b in batches)
+
+
+def test_eval_batches_are_sorted_by_length():
+    sampler = LengthGroupedBatches(LENGTHS, batch_size=8, shuffle=False)
+    order = flatten(sampler)
+    lengths = LENGTHS[order]
+    assert torch.all(lengths[:-1] >= lengths[1:])
+    assert list(sampler) == list(sampler)  # deterministic
+
+
+def spread(batches) -> float:
+    """Mean (max - min) length within a batch."""
+    return float(np.mean([LENGTHS[b].max() - LENGTHS[b].min() for b in batches]))
+
+
+def test_training_batches_have_near_uniform_length():
+    sampler = LengthGroupedBatches(LENGTHS, batch_size=8, shuffle=True, seed=0)
+    batches = list(sampler)
+    # one group covers all 103 examples: each batch is a run of the length-sorted order
+    sorted_lengths = torch.sort(LENGTHS, descending=True).values
+    runs = {tuple(sorted_lengths[i:i + 8].tolist()) for i in range(0, len(LENGTHS), 8)}
+    assert {tuple(sorted(LENGTHS[b].tolist(), reverse=True)) for b in batches} == runs
+    random_batches = torch.randperm(len(LENGTHS), generator=torch.Generator().manual_seed(0))
+    assert spread(batches) < spread(random_batches.split(8)) / 4
+
+
+def test_training_batches_are_shuffled_per_epoch():
+    sampler = LengthGroupedBatches(LENGTHS, batch_size=8, shuffle=True, seed=0, group_batches=2)
+    first = list(sampler)
+    assert list(sampler) == first  # same epoch, same order
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert second != first
+    assert sorted(flatten(second)) == list(range(len(LENGTHS)))
+    # small groups: every batch is still sorted by length inside
+    for batch in second:
+        lengths = LENGTHS[batch]
+        assert torch.all(lengths[:-1] >= lengths[1:])
+
+
+# ---------------------------------------------------------------- collation
+
+
+def test_collate_pads_and_masks():
+    labels = np.eye(3, 4, dtype=np.float32)
+    data = TokenizedSplit([[1, 2, 3], [4], [5, 6]], labels, pad_id=9)
+    assert len(data) == 3 and data[2] == 2
+    batch = data.collate([2, 0, 1])
+    assert torch.equal(batch["input_ids"], torch.tensor([[5, 6, 9], [1, 2, 3], [4, 9, 9]]))
+    assert torch.equal(batch["attention_mask"], torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0]]))
+    assert torch.equal(batch["labels"], torch.from_numpy(labels[[2, 0, 1]]))
+    assert torch.equal(batch["index"], torch.tensor([2, 0, 1]))
+    assert batch["input_ids"].dtype == torch.long
+
+
+def test_collate_pads_only_to_the_longest_in_the_batch():
+    data = TokenizedSplit([[1, 2, 3, 4, 5], [4], [5, 6]], np.zeros((3, 2), np.float32), pad_id=0)
+    batch = data.collate([1, 2])
+    assert batch["input_ids"].shape == (2, 2)
+    assert torch.equal(batch["attention_mask"], torch.tensor([[1, 0], [1, 1]]))
+
+
+def test_datamodule_tokenises_the_fixture(cfg):
+    from omegaconf import OmegaConf
+
+    from emotion_lab.backbones import load_tokenizer
+
+    tokenizer = load_tokenizer(OmegaConf.to_container(cfg.backbone, resolve=True))
+    dm = GoEmotionsDataModule(tokenizer, dir=cfg.data.dir, batch_size=16, eval_batch_size=32,
+                              max_train_examples=50, max_eval_examples=20)
+    dm.setup()
+    assert dm.label_names == EMOTIONS
+    assert [len(dm.tokenized[s]) for s in ("train", "val", "test")] == [50, 20, 20]
+    np.testing.assert_allclose(dm.train_label_frequencies, dm.splits["train"].labels.mean(0))
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["input_ids"].shape[0] == 20
+    assert batch["input_ids"][:, 0].eq(tokenizer.cls_token_id).all()
+    # padding positions are masked and hold the pad id
+    assert batch["input_ids"][batch["attention_mask"] == 0].eq(tokenizer.pad_token_id).all()
+    seen = flatten(b["index"].tolist() for b in dm.train_dataloader())
+    assert sorted(seen) == list(range(50))
