@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from emotion_lab.adapters import count_parameters
-from emotion_lab.backbones import build_classifier
+from emotion_lab.backbones import build_classifier, init_output_bias
 from emotion_lab.metrics import evaluate
 
 
@@ -60,6 +60,8 @@ class EmotionModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.label_names = list(label_names)
         model, self.head_modules = build_classifier(backbone, self.label_names, head)
+        if head.get("init_bias", "prior") == "prior" and train_frequencies is not None:
+            init_output_bias(model, self.head_modules, train_frequencies)
         # transformers returns models in eval mode; Lightning keeps each module's mode as found
         self.model = adapter.apply(model.train(), self.head_modules)
         self.trainable_params, self.total_params = count_parameters(self.model)
