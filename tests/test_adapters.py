@@ -285,3 +285,37 @@ def test_bertweet_tokenizer_survives_the_run_directory(bertweet_backbone, tmp_pa
     save_model(tmp_path / "model", model, tokenizer, backbone, head, "full", EMOTIONS)
     _, reloaded, _ = load_model(tmp_path / "model")
     assert reloaded.tokenize(TWEET) == tokenizer.tokenize(TWEET)
+
+
+# ---------------------------------------------------------------- output bias at the priors
+
+
+@pytest.mark.parametrize("overrides", [
+    ("backbone=tiny",),
+    ("backbone=tiny", "model.head.pooling=mean"),
+    ("backbone=distilbert", TINY_DISTILBERT),
+    ("backbone=bertweet", TINY_ROBERTA),
+])
+def test_output_bias_starts_at_the_label_log_odds(overrides):
+    import torch
+
+    from emotion_lab.backbones import init_output_bias
+
+    cfg = compose_config("paths.output_dir=/unused", "paths.sweep_group=null", *overrides)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    model, heads = build_classifier(container["backbone"], EMOTIONS, container["model"]["head"])
+    freq = [0.02 + 0.01 * i for i in range(len(EMOTIONS))]
+    init_output_bias(model, heads, freq)
+    with torch.no_grad():
+        probs = torch.sigmoid(model(input_ids=torch.zeros(1, 4, dtype=torch.long) + 5,
+                                    attention_mask=torch.ones(1, 4, dtype=torch.long)).logits)
+    # a random tiny encoder adds a small term to each logit; the bias dominates
+    assert torch.allclose(probs[0], torch.tensor(freq), atol=0.02)
+
+
+def test_output_bias_needs_one_output_layer():
+    from emotion_lab.backbones import init_output_bias
+
+    model, _, _, _ = build("backbone=tiny", "adapter=full")
+    with pytest.raises(ValueError, match="one output layer"):
+        init_output_bias(model, ["bert"], [0.1] * len(EMOTIONS))
