@@ -16,8 +16,9 @@ def cpu_has_native_bf16() -> bool:
 def fast_precision(accelerator: str = "auto") -> str:
     """bf16-mixed where bf16 is native (about 2x faster than fp32), else 32-true.
 
-    Without native support, CPU bf16 autocast is emulated: on an AVX2-only CPU a MiniLM
-    training step ran an order of magnitude slower than in fp32.
+    Without native support, CPU bf16 autocast is emulated: on a 2-core AVX2-only EPYC,
+    benchmarks/precision_step.py measured MiniLM training at 65 samples/s in fp32 and 2.9
+    under bf16 autocast.
     """
     wants_gpu = accelerator in ("auto", "gpu", "cuda")
     if wants_gpu and torch.cuda.is_available():

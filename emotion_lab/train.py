@@ -92,7 +92,8 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     splits = datamodule.splits
     val_probs = predict_split(trainer, model, datamodule.val_dataloader(), best)
-    test_probs = predict_split(trainer, model, datamodule.test_dataloader(), best)
+    # the best weights are loaded into `model` now; test needs no second checkpoint read
+    test_probs = predict_split(trainer, model, datamodule.test_dataloader(), None)
     val_labels, test_labels = splits["val"].labels, splits["test"].labels
     thresholds = model.hparams.threshold_policy(val_probs, val_labels)  # validation only
     val_summary, val_rows = evaluate(val_probs, val_labels, thresholds, labels, "val")
