@@ -1,10 +1,16 @@
-"""GoEmotions readers, tokenise-once splits, length-grouped batching and the DataModule."""
+"""The data every source hands to training: labelled splits, tokenise-once tensors,
+length-grouped batching, and the DataModule that ties a source, cleaning and taxonomy together.
+
+Sources (goemotions.py, tables.py) return `LabelledData`; `TextDataModule.load()` applies the
+cleaning rules and the label taxonomy; `setup()` tokenises once per run.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -13,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 log = logging.getLogger(__name__)
 
-SPLIT_FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
-HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+SPLITS = ("train", "val", "test")
+PROBLEM_TYPES = ("multi_label", "single_label")
 
 
 class DataError(ValueError):
@@ -24,101 +30,34 @@ class DataError(ValueError):
 @dataclass
 class Split:
     texts: list[str]
-    labels: np.ndarray  # (N, num_labels) float32 multi-hot
+    labels: np.ndarray  # (N, num_labels) float32 multi-hot; one-hot for single-label tasks
     ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
     def head(self, n: int | None) -> Split:
         if n is None or n >= len(self.texts):
             return self
         return Split(self.texts[:n], self.labels[:n], self.ids[:n])
 
-
-def read_label_names(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DataError(f"{path}: label file not found (one label name a line, line i = id i).")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    if not names or any(not n for n in names):
-        raise DataError(f"{path}: expected one non-empty label name per line.")
-    return names
+    def select(self, indices: np.ndarray | list[int]) -> Split:
+        indices = np.asarray(indices, dtype=int)
+        return Split([self.texts[i] for i in indices], self.labels[indices],
+                     [self.ids[i] for i in indices])
 
 
-def read_release_tsv(path: Path, num_labels: int) -> Split:
-    """Read one split of the original release: `text<TAB>label ids<TAB>comment id`, no header.
+@dataclass
+class LabelledData:
+    splits: dict[str, Split]  # train, val, test
+    label_names: list[str]
+    problem_type: str = "multi_label"  # multi_label: sigmoid + BCE; single_label: softmax + CE
+    source: str = ""
+    report: dict[str, Any] = field(default_factory=dict)  # what the source did (raters, splits)
 
-    Texts contain quotes, so lines are split on tabs only, never parsed as CSV.
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: split file not found. A GoEmotions directory holds "
-                        f"{', '.join(SPLIT_FILES.values())} and emotions.txt.")
-    texts, ids, rows = [], [], []
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: not valid UTF-8 ({e.reason}).") from None
-            fields = line.split("\t")
-            if len(fields) != 3:
-                raise DataError(f"{where}: expected 3 tab-separated columns "
-                                f"(text, label ids, id), found {len(fields)}.")
-            text, label_field, comment_id = fields
-            if not text.strip():
-                raise DataError(f"{where}: empty text.")
-            try:
-                label_ids = [int(x) for x in label_field.split(",")]
-            except ValueError:
-                raise DataError(f"{where}: label ids must be comma-separated integers, "
-                                f"got {label_field!r}.") from None
-            bad = [i for i in label_ids if not 0 <= i < num_labels]
-            if bad:
-                raise DataError(f"{where}: label id {bad[0]} out of range: "
-                                f"emotions.txt names {num_labels} labels (ids 0-{num_labels - 1}).")
-            texts.append(text)
-            ids.append(comment_id)
-            rows.append(label_ids)
-    if not texts:
-        raise DataError(f"{path}: the file is empty.")
-    return Split(texts, multi_hot(rows, num_labels), ids)
-
-
-def multi_hot(rows: list[list[int]], num_labels: int) -> np.ndarray:
-    labels = np.zeros((len(rows), num_labels), dtype=np.float32)
-    for i, ids in enumerate(rows):
-        labels[i, ids] = 1.0
-    return labels
-
-
-def read_release_dir(directory: str | Path) -> tuple[dict[str, Split], list[str]]:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"data.dir={directory}: no such directory. Point data.dir (or "
-                        f"GOEMOTIONS_DIR) at a folder holding train.tsv, dev.tsv, test.tsv "
-                        f"and emotions.txt.")
-    names = read_label_names(directory / "emotions.txt")
-    splits = {s: read_release_tsv(directory / f, len(names)) for s, f in SPLIT_FILES.items()}
-    return splits, names
-
-
-def read_hub(name: str, config: str | None) -> tuple[dict[str, Split], list[str]]:
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(name, config)
-    except Exception as e:  # offline, unknown name, hub outage: all end the same way
-        raise DataError(
-            f"Could not load {name!r} ({config}) from the Hugging Face hub: {e}\n"
-            f"Without the hub, point the run at a local copy in the original release "
-            f"format: data.dir=/path/to/goemotions (or export GOEMOTIONS_DIR=...)."
-        ) from e
-    names = list(ds["train"].features["labels"].feature.names)
-    splits = {
-        ours: Split(list(ds[theirs]["text"]),
-                    multi_hot(ds[theirs]["labels"], len(names)),
-                    [str(i) for i in ds[theirs]["id"]])
-        for ours, theirs in HUB_SPLITS.items()
-    }
-    return splits, names
+    @property
+    def single_label(self) -> bool:
+        return self.problem_type == "single_label"
 
 
 def label_frequencies(labels: np.ndarray) -> np.ndarray:
@@ -196,35 +135,62 @@ class LengthGroupedBatches(Sampler[list[int]]):
         return len(self._rank_slice(self._batches()))
 
 
-class GoEmotionsDataModule(L.LightningDataModule):
-    """GoEmotions from a release directory or the hub, tokenised once per run."""
+class TextDataModule(L.LightningDataModule):
+    """Labelled texts from a source (or a directory written by `emotion_lab.prepare`), cleaned,
+    mapped to the chosen taxonomy, tokenised once per run.
 
-    def __init__(self, tokenizer, dir: str | None = None,
-                 hub_name: str = "google-research-datasets/go_emotions",
-                 hub_config: str | None = "simplified", max_length: int = 128,
+    `dir` holding train.parquet (a prepared directory) wins over `source`.
+    """
+
+    def __init__(self, tokenizer, source: Any = None, dir: str | None = None,
+                 taxonomy: str = "original", eval_taxonomies: list[str] | None = None,
+                 clean: dict[str, Any] | None = None, max_length: int = 128,
                  batch_size: int = 32, eval_batch_size: int = 128, num_workers: int = 0,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  seed: int = 0):
         super().__init__()
-        self.tokenizer = tokenizer
-        self.dir, self.hub_name, self.hub_config = dir, hub_name, hub_config
+        self.tokenizer, self.source, self.dir = tokenizer, source, dir
+        self.taxonomy, self.eval_taxonomies = taxonomy, list(eval_taxonomies or [])
+        self.clean = dict(clean or {})
         self.max_length = max_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
         self.caps = {"train": max_train_examples, "val": max_eval_examples,
                      "test": max_eval_examples}
+        self.data: LabelledData | None = None
         self.splits: dict[str, Split] = {}
         self.tokenized: dict[str, TokenizedSplit] = {}
         self.label_names: list[str] = []
+        self.report: dict[str, Any] = {}
+
+    def load(self) -> LabelledData:
+        """Read, clean and regroup the data (no tokenizer needed); fills `self.report`."""
+        from emotion_lab.cleaning import clean
+        from emotion_lab.processed import is_prepared, read_prepared
+        from emotion_lab.taxonomy import apply_taxonomy
+
+        if self.dir is not None and is_prepared(self.dir):
+            data = read_prepared(self.dir)
+        elif self.source is not None:
+            data = self.source.load()
+        else:
+            raise DataError(f"data.dir={self.dir} is not a prepared directory and the data "
+                            f"config names no source.")
+        data, cleaning = clean(data, self.clean, seed=self.seed)
+        data = apply_taxonomy(data, self.taxonomy)
+        self.report = {"source": data.source, "taxonomy": self.taxonomy,
+                       "problem_type": data.problem_type, "labels": data.label_names,
+                       **({"source_report": data.report} if data.report else {}),
+                       "rules": self.clean, "splits": cleaning}
+        return data
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenized:  # tokenise once per run, whatever stage asks
             return
-        if self.dir is not None:
-            splits, self.label_names = read_release_dir(self.dir)
-        else:
-            splits, self.label_names = read_hub(self.hub_name, self.hub_config)
-        self.splits = {name: split.head(self.caps[name]) for name, split in splits.items()}
+        self.data = self.load()
+        self.label_names = self.data.label_names
+        self.splits = {name: split.head(self.caps[name])
+                       for name, split in self.data.splits.items()}
         pad_id = self.tokenizer.pad_token_id
         for name, split in self.splits.items():
             enc = self.tokenizer(split.texts, truncation=True, max_length=self.max_length)
@@ -233,6 +199,10 @@ class GoEmotionsDataModule(L.LightningDataModule):
             log.info("%s: %d examples, %.1f tokens on average, %d truncated to %d", name,
                      len(split.texts), lengths.mean(), int((lengths >= self.max_length).sum()),
                      self.max_length)
+
+    @property
+    def problem_type(self) -> str:
+        return self.data.problem_type if self.data else "multi_label"
 
     @property
     def train_label_frequencies(self) -> np.ndarray:
