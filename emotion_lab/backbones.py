@@ -96,12 +96,13 @@ class PooledClassifier(nn.Module):
         return SequenceClassifierOutput(logits=self.classifier(pooled))
 
 
-def init_output_bias(model: nn.Module, head_modules: list[str],
-                     frequencies: list[float]) -> None:
+def init_output_bias(model: nn.Module, head_modules: list[str], frequencies: list[float],
+                     single_label: bool = False) -> None:
     """Start the output layer at the label priors: bias = log-odds of each label's training
-    frequency. From a zero bias every label starts at p=0.5, and at fine-tuning learning
-    rates (~1e-4 a step) Adam needs thousands of steps to walk 28 biases down to about -3,
-    which left MiniLM predicting priors after one epoch."""
+    frequency (single-label: log of each class's frequency, so softmax gives the priors).
+    From a zero bias every label starts at p=0.5, and at fine-tuning learning rates (~1e-4 a
+    step) Adam needs thousands of steps to walk 28 biases down to about -3, which left MiniLM
+    predicting priors after one epoch."""
     prior = torch.tensor(frequencies, dtype=torch.float).clamp(1e-4, 1 - 1e-4)
     outputs = [m for name, m in model.named_modules()
                if isinstance(m, nn.Linear) and m.out_features == len(frequencies)
@@ -110,15 +111,18 @@ def init_output_bias(model: nn.Module, head_modules: list[str],
         raise ValueError(f"expected one output layer with {len(frequencies)} outputs in the head "
                          f"modules {head_modules}, found {len(outputs)}.")
     with torch.no_grad():
-        outputs[0].bias.copy_(torch.log(prior / (1 - prior)))
+        outputs[0].bias.copy_(torch.log(prior) if single_label
+                              else torch.log(prior / (1 - prior)))
 
 
-def build_classifier(backbone: dict[str, Any], label_names: list[str],
-                     head: dict[str, Any]) -> tuple[nn.Module, list[str]]:
+def build_classifier(backbone: dict[str, Any], label_names: list[str], head: dict[str, Any],
+                     problem_type: str = "multi_label") -> tuple[nn.Module, list[str]]:
     """The classifier and the names of its head modules (which train under lora/frozen_head)."""
     labels = {"num_labels": len(label_names),
               "id2label": dict(enumerate(label_names)),
-              "label2id": {n: i for i, n in enumerate(label_names)}}
+              "label2id": {n: i for i, n in enumerate(label_names)},
+              # HF's name; it also picks sigmoid or softmax in transformers' pipeline
+              "problem_type": f"{problem_type}_classification"}
     hf_head = uses_hf_head(head)
     auto = AutoModelForSequenceClassification if hf_head else AutoModel
     if backbone.get("random_init"):
@@ -126,13 +130,12 @@ def build_classifier(backbone: dict[str, Any], label_names: list[str],
         if hf_head:
             for key, value in labels.items():
                 setattr(config, key, value)
-            config.problem_type = "multi_label_classification"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             model = auto.from_config(config)
     else:
         source = resolve_source(backbone["model"], backbone["local_package"])
-        extra = {**labels, "problem_type": "multi_label_classification"} if hf_head else {}
+        extra = labels if hf_head else {}
         model = _load("model", source, auto.from_pretrained, **extra)
     if hf_head:
         return model, list(backbone["head_modules"])

@@ -50,33 +50,54 @@ def pr_auc_per_label(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return ap
 
 
-def evaluate(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
+def argmax_one_hot(probs: np.ndarray) -> np.ndarray:
+    """Single-label predictions: the most probable class, as a one-hot matrix."""
+    preds = np.zeros(probs.shape, dtype=float)
+    preds[np.arange(len(probs)), probs.argmax(axis=1)] = 1.0
+    return preds
+
+
+def evaluate(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | None,
              label_names: list[str], prefix: str) -> tuple[dict[str, float], list[dict]]:
     """(summary metrics named `prefix/metric`, one row per label) for one split.
 
-    Macro scores average over every label; macro PR-AUC skips labels without positives.
+    `thresholds=None` means a single-label task: the prediction is the arg-max class, and
+    accuracy is reported (micro-F1 equals it). Macro scores average over every label; macro
+    PR-AUC (one-vs-rest for single-label tasks) skips labels without positives.
     """
-    scores = f1_scores(probs, labels, thresholds)
+    single_label = thresholds is None
+    if single_label:
+        scores = f1_scores(argmax_one_hot(probs), labels, np.full(labels.shape[1], 0.5))
+    else:
+        scores = f1_scores(probs, labels, thresholds)
     ap = pr_auc_per_label(probs, labels)
     summary = {f"{prefix}/{k}": scores[k]
                for k in ("macro_f1", "micro_f1", "macro_precision", "macro_recall")}
     summary[f"{prefix}/macro_pr_auc"] = float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0
-    for t in FIXED_THRESHOLDS:
+    if single_label:
+        summary[f"{prefix}/accuracy"] = float((probs.argmax(1) == labels.argmax(1)).mean())
+    for t in () if single_label else FIXED_THRESHOLDS:
         at_t = f1_scores(probs, labels, np.full(labels.shape[1], t))
         summary[f"{prefix}/macro_f1_at_{t}"] = at_t["macro_f1"]
         summary[f"{prefix}/micro_f1_at_{t}"] = at_t["micro_f1"]
     rows = [{"label": name, "support": int(scores["support"][i]),
              "precision": float(scores["precision"][i]), "recall": float(scores["recall"][i]),
              "f1": float(scores["f1"][i]), "pr_auc": float(ap[i]),
-             "threshold": float(thresholds[i])}
+             "threshold": None if single_label else float(thresholds[i])}
             for i, name in enumerate(label_names)]
     return summary, rows
 
 
-def frequency_baseline(train_frequencies: np.ndarray, labels: np.ndarray,
-                       seed: int = 0) -> float:
+def frequency_baseline(train_frequencies: np.ndarray, labels: np.ndarray, seed: int = 0,
+                       single_label: bool = False) -> float:
     """Macro-F1 of a model that ignores the text: each label predicted at random with its
-    training frequency. Any trained model should beat it."""
+    training frequency (single-label: one class drawn by frequency). Any trained model
+    should beat it."""
     rng = np.random.default_rng(seed)
-    random_probs = (rng.random(labels.shape) < train_frequencies[None, :]).astype(float)
+    if single_label:
+        drawn = rng.choice(len(train_frequencies), size=len(labels),
+                           p=train_frequencies / train_frequencies.sum())
+        random_probs = np.eye(len(train_frequencies))[drawn]
+    else:
+        random_probs = (rng.random(labels.shape) < train_frequencies[None, :]).astype(float)
     return f1_scores(random_probs, labels, np.full(labels.shape[1], 0.5))["macro_f1"]

@@ -1,7 +1,12 @@
-"""The LightningModule: a Hugging Face classifier, an adapter strategy, BCE loss, AdamW."""
+"""The LightningModule: a Hugging Face classifier, an adapter strategy, the loss, AdamW.
+
+Multi-label tasks: sigmoid per label, BCE, thresholds from the run's policy. Single-label
+tasks: softmax, cross-entropy, the arg-max class (threshold policies do not apply).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +19,8 @@ from torchmetrics import Metric
 from emotion_lab.adapters import count_parameters
 from emotion_lab.backbones import build_classifier, init_output_bias
 from emotion_lab.metrics import evaluate
+
+log = logging.getLogger(__name__)
 
 
 class Collect(Metric):
@@ -55,27 +62,44 @@ class EmotionModule(L.LightningModule):
                  threshold_policy: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  head: dict[str, Any], loss: dict[str, Any], optimizer: Callable,
                  scheduler: Callable | None = None, warmup_ratio: float = 0.1,
-                 train_frequencies: list[float] | None = None):
+                 train_frequencies: list[float] | None = None,
+                 problem_type: str = "multi_label"):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.label_names = list(label_names)
-        model, self.head_modules = build_classifier(backbone, self.label_names, head)
+        self.single_label = problem_type == "single_label"
+        model, self.head_modules = build_classifier(backbone, self.label_names, head,
+                                                    problem_type)
         if head.get("init_bias", "prior") == "prior" and train_frequencies is not None:
-            init_output_bias(model, self.head_modules, train_frequencies)
+            init_output_bias(model, self.head_modules, train_frequencies, self.single_label)
         # transformers returns models in eval mode; Lightning keeps each module's mode as found
         self.model = adapter.apply(model.train(), self.head_modules)
         self.trainable_params, self.total_params = count_parameters(self.model)
-        pos_weight = pos_weight_from(loss.get("pos_weight"), train_frequencies,
-                                     loss.get("max_pos_weight", 10.0))
-        self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        if self.single_label:
+            if loss.get("pos_weight") is not None:
+                log.warning("model.loss.pos_weight applies to multi-label tasks; this task is "
+                            "single-label, so it is ignored.")
+            self.loss_fn: nn.Module = nn.CrossEntropyLoss()
+        else:
+            pos_weight = pos_weight_from(loss.get("pos_weight"), train_frequencies,
+                                         loss.get("max_pos_weight", 10.0))
+            self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         self.val_outputs = Collect()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1) if self.single_label else torch.sigmoid(logits)
+
+    def thresholds(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        """The run's policy fitted on (validation) probabilities; None: arg-max, no thresholds."""
+        return None if self.single_label else self.hparams.threshold_policy(probs, labels)
+
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["input_ids"], batch["attention_mask"]).float()
-        return logits, self.loss_fn(logits, batch["labels"])
+        target = batch["labels"].argmax(dim=1) if self.single_label else batch["labels"]
+        return logits, self.loss_fn(logits, target)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, loss = self._step(batch)
@@ -84,20 +108,21 @@ class EmotionModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits, loss = self._step(batch)
-        self.val_outputs.update(torch.sigmoid(logits), batch["labels"])
+        self.val_outputs.update(self.probabilities(logits), batch["labels"])
         self.log("val/loss", loss, batch_size=len(batch["labels"]), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         probs, labels = self.val_outputs.compute()
         self.val_outputs.reset()
-        thresholds = self.hparams.threshold_policy(probs, labels)
-        summary, _ = evaluate(probs, labels, thresholds, self.label_names, "val")
-        keep = ("val/macro_f1", "val/micro_f1", "val/macro_pr_auc", "val/macro_f1_at_0.5")
-        self.log_dict({k: summary[k] for k in keep}, prog_bar=True)
+        summary, _ = evaluate(probs, labels, self.thresholds(probs, labels), self.label_names,
+                              "val")
+        keep = ("val/macro_f1", "val/micro_f1", "val/macro_pr_auc", "val/macro_f1_at_0.5",
+                "val/accuracy")
+        self.log_dict({k: summary[k] for k in keep if k in summary}, prog_bar=True)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         logits = self(batch["input_ids"], batch["attention_mask"]).float()
-        return {"index": batch["index"], "probs": torch.sigmoid(logits)}
+        return {"index": batch["index"], "probs": self.probabilities(logits)}
 
     def on_fit_start(self) -> None:
         for logger in self.loggers:

@@ -36,7 +36,7 @@ def _first_bad(path: Path, bad: pd.DataFrame, frame: pd.DataFrame, expected: str
     row, col = np.argwhere(bad.to_numpy())[0]
     column = bad.columns[col]
     # line = data row index + 2: the header is line 1 (texts in the release hold no newlines)
-    raise DataError(f"{path}, line {row + 1}, column {column!r}: expected {expected}, "
+    raise DataError(f"{path}, line {row + 2}, column {column!r}: expected {expected}, "
                     f"got {frame[column].iloc[row]!r}.")
 
 

@@ -2,7 +2,8 @@
 
     metrics.json        val/test summary metrics, parameter counts, timing
     per_label.csv       split, label, support, precision, recall, f1, pr_auc, threshold
-    thresholds.json     {label: threshold}, fitted on validation
+    thresholds.json     {label: threshold}, fitted on validation (null: single-label, arg-max)
+    data_report.json    what the data source and the cleaning rules did
     label_map.json      {id: label}
     {val,test}_{probs,labels}.npy
     config.yaml         the resolved training config
@@ -48,12 +49,13 @@ def read_json(path: Path) -> Any:
 
 
 def write_results(run_dir: Path, metrics: dict[str, Any], per_label: dict[str, list[dict]],
-                  thresholds: np.ndarray, label_names: list[str],
+                  thresholds: np.ndarray | None, label_names: list[str],
                   arrays: dict[str, np.ndarray]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "thresholds.json",
-               {name: float(t) for name, t in zip(label_names, thresholds, strict=True)})
+               {name: None if thresholds is None else float(thresholds[i])
+                for i, name in enumerate(label_names)})
     write_json(run_dir / "label_map.json", dict(enumerate(label_names)))
     with (run_dir / "per_label.csv").open("w", newline="", encoding="utf-8") as f:
         fields = ["split", "label", "support", "precision", "recall", "f1", "pr_auc", "threshold"]
@@ -70,7 +72,8 @@ def _plain_classifier(model: nn.Module) -> nn.Module:
 
 
 def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str, Any],
-               head: dict[str, Any], adapter: str, label_names: list[str]) -> None:
+               head: dict[str, Any], adapter: str, label_names: list[str],
+               problem_type: str = "multi_label") -> None:
     """Save the trained classifier so that load_model() needs nothing but this folder."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(model_dir)
@@ -81,7 +84,7 @@ def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str,
         if isinstance(source, str) and Path(source).is_file():
             shutil.copyfile(source, model_dir / name)
     spec = {"format": 1, "adapter": adapter, "head": head, "labels": label_names,
-            "backbone": dict(backbone)}
+            "problem_type": problem_type, "backbone": dict(backbone)}
     if hasattr(model, "peft_config"):
         model.save_pretrained(model_dir / "adapter")
     else:
@@ -106,7 +109,8 @@ def load_model(model_dir: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     for key in ("model", "tokenizer"):
         if backbone.get(key) == ".":
             backbone[key] = str(model_dir)
-    model, _ = build_classifier(backbone, spec["labels"], spec["head"])
+    model, _ = build_classifier(backbone, spec["labels"], spec["head"],
+                                spec.get("problem_type", "multi_label"))
     if (model_dir / "adapter").is_dir():
         from peft import PeftModel
 
@@ -130,8 +134,9 @@ def load_arrays(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int = 128,
-                  batch_size: int = 64) -> np.ndarray:
-    """Sigmoid probabilities for texts, batched in length order, returned in input order."""
+                  batch_size: int = 64, single_label: bool = False) -> np.ndarray:
+    """Probabilities for texts (sigmoid per label; softmax for single-label tasks), batched in
+    length order, returned in input order."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     probs: dict[int, np.ndarray] = {}
@@ -139,5 +144,6 @@ def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int
         enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
                         padding=True, return_tensors="pt")
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-        probs.update(zip(idx, torch.sigmoid(logits.float()).numpy(), strict=True))
+        p = torch.softmax(logits.float(), -1) if single_label else torch.sigmoid(logits.float())
+        probs.update(zip(idx, p.numpy(), strict=True))
     return np.stack([probs[i] for i in range(len(texts))])

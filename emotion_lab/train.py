@@ -25,7 +25,8 @@ from emotion_lab.callbacks import TrainingClock
 from emotion_lab.data import DataError
 from emotion_lab.hardware import fast_precision
 from emotion_lab.metrics import evaluate, frequency_baseline
-from emotion_lab.rundir import save_model, write_results
+from emotion_lab.rundir import save_model, write_json, write_results
+from emotion_lab.taxonomy import evaluate_grouped
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,16 @@ def predict_split(trainer: L.Trainer, model: L.LightningModule, loader,
     ordered = torch.empty_like(probs)
     ordered[index] = probs
     return ordered.numpy()
+
+
+def overridden(group: str) -> bool:
+    """Whether the command line set `group` (or a key in it); False outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    keys = (o.lstrip("+~").split("=")[0] for o in HydraConfig.get().overrides.task)
+    return any(k == group or k.startswith(f"{group}.") for k in keys)
 
 
 def finish_wandb() -> None:
@@ -66,8 +77,14 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     datamodule.setup()
     labels = datamodule.label_names
+    single_label = datamodule.problem_type == "single_label"
+    if single_label:
+        say = log.warning if overridden("threshold") else log.info
+        say("single-label task: the prediction is the arg-max class; threshold=%s does not "
+            "apply and is ignored.", cfg.threshold.name)
     model = instantiate(cfg.model, label_names=labels,
-                        train_frequencies=datamodule.train_label_frequencies.tolist())
+                        train_frequencies=datamodule.train_label_frequencies.tolist(),
+                        problem_type=datamodule.problem_type)
     log.info("%s / %s: %d of %d parameters train (%.2f%%)", cfg.backbone.name, cfg.adapter.name,
              model.trainable_params, model.total_params,
              100 * model.trainable_params / model.total_params)
@@ -95,9 +112,16 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # the best weights are loaded into `model` now; test needs no second checkpoint read
     test_probs = predict_split(trainer, model, datamodule.test_dataloader(), None)
     val_labels, test_labels = splits["val"].labels, splits["test"].labels
-    thresholds = model.hparams.threshold_policy(val_probs, val_labels)  # validation only
+    thresholds = model.thresholds(val_probs, val_labels)  # validation only
     val_summary, val_rows = evaluate(val_probs, val_labels, thresholds, labels, "val")
     test_summary, test_rows = evaluate(test_probs, test_labels, thresholds, labels, "test")
+    per_label = {"val": val_rows, "test": test_rows}
+    if not single_label:
+        grouped, grouped_rows = evaluate_grouped(
+            {"val": val_probs, "test": test_probs}, {"val": val_labels, "test": test_labels},
+            labels, datamodule.eval_taxonomies, model.hparams.threshold_policy)
+        test_summary |= grouped
+        per_label |= grouped_rows
 
     if not trainer.is_global_zero:  # under DDP one process writes the run
         return val_summary | test_summary, {"cfg": cfg, "datamodule": datamodule,
@@ -105,10 +129,13 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     clock = next((c for c in callbacks if isinstance(c, TrainingClock)), None)
     metrics: dict[str, Any] = {
         "backbone": cfg.backbone.name, "adapter": cfg.adapter.name,
-        "threshold_policy": cfg.threshold.name,
+        "threshold_policy": "argmax" if single_label else cfg.threshold.name,
+        "problem_type": datamodule.problem_type, "taxonomy": datamodule.taxonomy,
+        "num_labels": len(labels),
         **val_summary, **test_summary,
         "test/macro_f1_frequency_baseline": frequency_baseline(
-            datamodule.train_label_frequencies, test_labels, seed=cfg.get("seed") or 0),
+            datamodule.train_label_frequencies, test_labels, seed=cfg.get("seed") or 0,
+            single_label=single_label),
         "params/trainable": model.trainable_params, "params/total": model.total_params,
         "params/trainable_share": model.trainable_params / model.total_params,
         "time/fit_seconds": fit_seconds,
@@ -118,15 +145,16 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "epochs": trainer.current_epoch, "global_steps": trainer.global_step,
         "best_checkpoint": best,
     }
-    write_results(run_dir, metrics, {"val": val_rows, "test": test_rows}, thresholds, labels,
+    write_results(run_dir, metrics, per_label, thresholds, labels,
                   {"val_probs": val_probs, "val_labels": val_labels,
                    "test_probs": test_probs, "test_labels": test_labels})
+    write_json(run_dir / "data_report.json", datamodule.report)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config), encoding="utf-8")
     save_model(run_dir / "model", model.model, tokenizer, config["backbone"],
-               config["model"]["head"], cfg.adapter.name, labels)
-    log_final(loggers, metrics, {"val": val_rows, "test": test_rows})
-    log.info("test macro-F1 %.4f (%s thresholds), run written to %s",
-             metrics["test/macro_f1"], cfg.threshold.name, run_dir)
+               config["model"]["head"], cfg.adapter.name, labels, datamodule.problem_type)
+    log_final(loggers, metrics, per_label)
+    log.info("test macro-F1 %.4f (%s), run written to %s", metrics["test/macro_f1"],
+             metrics["threshold_policy"], run_dir)
     return metrics, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
 
 

@@ -108,7 +108,7 @@ def test_wandb_offline_writes_a_run_per_training_run(make_cfg, tmp_path, wandb_o
         tables = list((runs[0] / "files" / "media" / "table").glob("per_label*.table.json"))
         assert len(tables) == 1
         table = json.loads(tables[0].read_text(encoding="utf-8"))
-        assert len(table["data"]) == 2 * 28
+        assert len(table["data"]) == 2 * (28 + 7 + 4)  # labels, Ekman and sentiment groups
         assert table["columns"][:3] == ["split", "label", "support"]
         ids.append(runs[0].name.rsplit("-", 1)[1])
     assert ids[0] != ids[1]

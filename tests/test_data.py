@@ -9,12 +9,10 @@ import pytest
 import torch
 from conftest import EMOTIONS, SPLIT_SIZES
 
-from emotion_lab.data import (
+from emotion_lab.data import DataError, LengthGroupedBatches, TextDataModule, TokenizedSplit
+from emotion_lab.goemotions import (
     SPLIT_FILES,
-    DataError,
-    GoEmotionsDataModule,
-    LengthGroupedBatches,
-    TokenizedSplit,
+    GoEmotions,
     read_hub,
     read_release_dir,
     read_release_tsv,
@@ -37,7 +35,8 @@ def replace_line(path, lineno: int, text: str) -> None:
 
 
 def test_reads_the_release_directory(goemotions):
-    splits, names = read_release_dir(goemotions.dir)
+    data = read_release_dir(goemotions.dir)
+    splits, names = data.splits, data.label_names
     assert names == EMOTIONS
     assert set(splits) == {"train", "val", "test"}
     for split, file in SPLIT_FILES.items():
@@ -53,7 +52,7 @@ def test_reads_the_release_directory(goemotions):
 
 
 def test_fixture_has_every_label_at_least_twice_in_every_split(goemotions_dir):
-    splits, _ = read_release_dir(goemotions_dir)
+    splits = read_release_dir(goemotions_dir).splits
     for name, split in splits.items():
         assert split.labels.sum(axis=0).min() >= 2, name
     assert any('"' in t for t in splits["train"].texts)  # the quote case is exercised
@@ -69,7 +68,7 @@ def test_crlf_line_endings_read_the_same(goemotions_dir, data_copy):
 
 
 def test_head_keeps_the_first_examples(goemotions_dir):
-    split = read_release_dir(goemotions_dir)[0]["train"]
+    split = read_release_dir(goemotions_dir).splits["train"]
     head = split.head(7)
     assert head.texts == split.texts[:7] and head.ids == split.ids[:7]
     np.testing.assert_array_equal(head.labels, split.labels[:7])
@@ -133,7 +132,8 @@ def test_empty_split_file(data_copy):
 
 
 def test_datamodule_with_bad_dir_raises_data_error(tmp_path):
-    dm = GoEmotionsDataModule(tokenizer=None, dir=str(tmp_path / "nowhere"))
+    where = str(tmp_path / "nowhere")
+    dm = TextDataModule(tokenizer=None, dir=where, source=GoEmotions(dir=where))
     with pytest.raises(DataError, match="data.dir"):
         dm.setup()
 
@@ -162,8 +162,8 @@ def test_hub_failure_points_at_data_dir(offline_hub):
 
 
 def test_datamodule_without_dir_uses_the_hub(offline_hub):
-    dm = GoEmotionsDataModule(tokenizer=None, dir=None,
-                              hub_name="emotion-lab-tests/no-such-dataset")
+    dm = TextDataModule(tokenizer=None, source=GoEmotions(
+        dir=None, hub_name="emotion-lab-tests/no-such-dataset"))
     with pytest.raises(DataError, match="data.dir"):
         dm.setup()
 
@@ -253,8 +253,8 @@ def test_datamodule_tokenises_the_fixture(cfg):
     from emotion_lab.backbones import load_tokenizer
 
     tokenizer = load_tokenizer(OmegaConf.to_container(cfg.backbone, resolve=True))
-    dm = GoEmotionsDataModule(tokenizer, dir=cfg.data.dir, batch_size=16, eval_batch_size=32,
-                              max_train_examples=50, max_eval_examples=20)
+    dm = TextDataModule(tokenizer, source=GoEmotions(dir=cfg.data.dir), batch_size=16,
+                        eval_batch_size=32, max_train_examples=50, max_eval_examples=20)
     dm.setup()
     assert dm.label_names == EMOTIONS
     assert [len(dm.tokenized[s]) for s in ("train", "val", "test")] == [50, 20, 20]

@@ -15,7 +15,8 @@ from conftest import EMOTIONS, SPLIT_SIZES, compose_train_cfg
 from omegaconf import OmegaConf
 
 from emotion_lab.backbones import build_classifier
-from emotion_lab.data import DataError, read_release_dir
+from emotion_lab.data import DataError
+from emotion_lab.goemotions import read_release_dir
 from emotion_lab.hardware import fast_precision
 from emotion_lab.metrics import evaluate, frequency_baseline
 from emotion_lab.module import pos_weight_from
@@ -99,7 +100,7 @@ def test_arrays_and_label_files(run, goemotions):
     assert val_probs.shape == val_labels.shape == (N_VAL, L)
     assert test_probs.shape == test_labels.shape == (N_TEST, L)
     assert np.all((test_probs >= 0) & (test_probs <= 1))
-    splits, _ = read_release_dir(goemotions.dir)
+    splits = read_release_dir(goemotions.dir).splits
     np.testing.assert_array_equal(test_labels, splits["test"].labels)  # original order
     np.testing.assert_array_equal(val_labels, splits["val"].labels)
     assert read_json(run_dir / "label_map.json") == {str(i): n for i, n in enumerate(EMOTIONS)}
@@ -124,15 +125,21 @@ def test_per_label_csv(run):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["split", "label", "support", "precision", "recall", "f1",
                              "pr_auc", "threshold"]
-    assert len(rows) == 2 * L
+    # the 28 labels, then the grouped levels: Ekman 6 + neutral, sentiment 3 + neutral
+    assert len(rows) == 2 * (L + 7 + 4)
     for split in ("val", "test"):
         mine = [r for r in rows if r["split"] == split]
         assert [r["label"] for r in mine] == EMOTIONS
         assert all(int(r["support"]) >= 2 for r in mine)  # every label occurs in the fixture
         assert np.mean([float(r["f1"]) for r in mine]) == pytest.approx(
             metrics[f"{split}/macro_f1"])
+        ekman = [r for r in rows if r["split"] == f"{split}/ekman"]
+        assert [r["label"] for r in ekman][-1] == "neutral" and len(ekman) == 7
+        assert np.mean([float(r["f1"]) for r in ekman]) == pytest.approx(
+            metrics[f"{split}/ekman/macro_f1"])
     thresholds = read_json(run_dir / "thresholds.json")
-    assert all(float(r["threshold"]) == pytest.approx(thresholds[r["label"]]) for r in rows)
+    assert all(float(r["threshold"]) == pytest.approx(thresholds[r["label"]])
+               for r in rows if r["split"] in ("val", "test"))
 
 
 def test_config_and_model_spec(run, goemotions_dir):
@@ -182,7 +189,7 @@ def test_full_fine_tuning_learns_the_fixture(make_cfg, goemotions):
     all_positive_f1 = float(np.mean(2 * prevalence / (1 + prevalence)))
     baseline = metrics["test/macro_f1_frequency_baseline"]
     assert baseline == pytest.approx(frequency_baseline(
-        read_release_dir(goemotions.dir)[0]["train"].labels.mean(0), test_labels, seed=42))
+        read_release_dir(goemotions.dir).splits["train"].labels.mean(0), test_labels, seed=42))
     assert metrics["test/macro_f1"] > 2 * max(baseline, all_positive_f1)
     assert metrics["test/macro_pr_auc"] > 0.4  # chance is the prevalence, about 0.05
 
