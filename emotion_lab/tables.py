@@ -221,8 +221,12 @@ def _label_names(parts: dict[str, Rows], labels: list[str] | None) -> tuple[list
     if declared:
         return declared[0], "columns"
     seen = {x for p in parts.values() for row in p.labels for x in row}
-    return sorted(seen, key=lambda x: (0, int(x), "") if x.lstrip("-").isdigit() else (1, 0, x)
-                  ), "sorted"  # integers by value: 2 before 10
+    return sorted(seen, key=_integers_first), "sorted"
+
+
+def _integers_first(name: str) -> tuple:
+    """Sort key: integer labels by value (2 before 10), then the rest alphabetically."""
+    return (0, int(name), "") if name.lstrip("-").isdigit() else (1, 0, name)
 
 
 def _matrix(rows: Rows, names: list[str], single: bool) -> np.ndarray:
