@@ -82,3 +82,21 @@ def test_defaults_are_minilm_full_per_label():
             config["threshold"]["name"]) == ("minilm", "full", "per_label")
     assert config["optimized_metric"] == "val/macro_f1"
     assert config["callbacks"]["model_checkpoint"]["monitor"] == "val/macro_f1"
+
+
+@pytest.mark.parametrize("data", names("data"))
+def test_data_config_instantiates_its_source(data):
+    cfg = compose_config(*PATHS, f"data={data}")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert config["data"]["clean"]["dedupe"] is False  # every rule off by default
+    assert config["data"]["max_length"] > 0
+    module = instantiate(cfg.data, tokenizer=None)
+    assert hasattr(module.source, "load")  # no data is read until load()
+    assert module.taxonomy == "original"
+
+
+def test_prepare_config_uses_the_training_data_config():
+    cfg = compose_config("data.dir=/some/where", config_name="prepare")
+    assert cfg.out_dir == "data/processed"
+    assert cfg.data.source.dir == "/some/where"  # the release directory reaches the source
+    assert cfg.data.eval_taxonomies == ["ekman", "sentiment"]
