@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 
-COLUMNS = [("adapter", "{}"), ("threshold_policy", "{}"), ("test/macro_f1", "{:.4f}"),
+COLUMNS = [("adapter", "{}"), ("taxonomy", "{}"), ("threshold_policy", "{}"),
+           ("test/macro_f1", "{:.4f}"),
            ("test/micro_f1", "{:.4f}"), ("test/macro_f1_at_0.3", "{:.4f}"),
            ("test/macro_pr_auc", "{:.4f}"), ("val/macro_f1", "{:.4f}"),
            ("params/trainable_share", "{:.2%}"), ("time/fit_seconds", "{:.0f}"),
-           ("time/train_samples_per_second", "{:.1f}")]
+           ("time/train_samples_per_second", "{:.1f}"),
+           ("test/ekman/macro_f1", "{:.4f}"), ("test/sentiment/macro_f1", "{:.4f}")]
 
 
 def cpu_name() -> str:
@@ -49,7 +51,8 @@ def main() -> int:
     print("| " + " | ".join(name for name, _ in COLUMNS) + " |")
     print("|" + " --- |" * len(COLUMNS))
     for run in runs:
-        print("| " + " | ".join(fmt.format(run[name]) for name, fmt in COLUMNS) + " |")
+        print("| " + " | ".join("-" if run.get(name) is None else fmt.format(run[name])
+                                for name, fmt in COLUMNS) + " |")
     return 0
 
 

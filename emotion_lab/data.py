@@ -170,6 +170,10 @@ class TextDataModule(L.LightningDataModule):
 
         if self.dir is not None and is_prepared(self.dir):
             data = read_prepared(self.dir)
+        elif self.dir is not None and getattr(self.source, "dir", None) != self.dir:
+            raise DataError(f"data.dir={self.dir}: not a prepared directory (no train.parquet). "
+                            f"Write one with python -m emotion_lab.prepare, or leave data.dir "
+                            f"unset and name your files in data.source.")
         elif self.source is not None:
             data = self.source.load()
         else:

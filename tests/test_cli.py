@@ -113,3 +113,19 @@ def test_wandb_offline_writes_a_run_per_training_run(make_cfg, tmp_path, wandb_o
         ids.append(runs[0].name.rsplit("-", 1)[1])
     assert ids[0] != ids[1]
     assert not list((wandb_offline / "dir").glob("**/offline-run-*"))  # runs live in run dirs
+
+
+def test_prepare_cli_writes_the_directory_and_refuses_bad_input(goemotions_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOEMOTIONS")}
+    out = tmp_path / "prepared"
+    ok = subprocess.run([sys.executable, "-m", "emotion_lab.prepare",
+                         f"data.dir={goemotions_dir}", f"out_dir={out}"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert (out / "train.parquet").is_file() and (out / "prepare.log").is_file()
+    assert json.loads(ok.stdout.strip().splitlines()[-1])["train"] == {"read": 160, "kept": 160}
+    bad = subprocess.run([sys.executable, "-m", "emotion_lab.prepare",
+                          f"data.dir={tmp_path / 'nowhere'}", f"out_dir={tmp_path / 'x'}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no such directory" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -12,6 +12,7 @@ import pytest
 from conftest import compose_train_cfg
 from test_cli import run_cli
 
+from emotion_lab.data import DataError
 from emotion_lab.rundir import load_arrays, load_model, predict_probs, read_json
 from emotion_lab.train import train
 
@@ -114,3 +115,9 @@ def test_cli_missing_column_lists_the_columns_found(reviews_csv, tmp_path):
     output = result.stdout + result.stderr  # Hydra's log handler writes to stdout
     assert "no column 'text'" in output and "'review', 'sentiment'" in output
     assert "Traceback" not in result.stderr
+
+
+def test_local_data_with_an_unprepared_dir_says_so(reviews_csv, tmp_path):
+    cfg = local_cfg(reviews_csv, tmp_path / "run", f"data.dir={tmp_path}")
+    with pytest.raises(DataError, match="not a prepared directory"):
+        train(cfg)

@@ -114,3 +114,34 @@ def test_original_run_also_reports_grouped_levels(goemotions_dir, tmp_path):
     off, _ = train(compose_train_cfg(goemotions_dir, tmp_path / "run2",
                                      "data.eval_taxonomies=[]"))
     assert not any("/ekman/" in k for k in off)
+
+
+def test_prepare_from_rater_files(tmp_path):
+    from test_raters import EXAMPLES, rater_rows, write_raw
+
+    # 20 copies of the five examples under new ids: enough for an 80/10/10 split
+    examples = [(f"{cid}_{k}", f"{text} #{k}", raters)
+                for k in range(20) for cid, text, raters in EXAMPLES]
+    raw = write_raw(tmp_path / "goemotions_1.csv", rater_rows(examples))
+    report = prepare(compose_config(f"data.source.rater_files=[{raw}]", "data.dir=null",
+                                    f"out_dir={tmp_path / 'out'}", config_name="prepare"))
+    raters = report["source_report"]
+    # per copy: e3 has a very-unclear rater, e4 has no label two raters agree on
+    assert raters["dropped_very_unclear"] == 20 and raters["dropped_no_agreement"] == 20
+    assert raters["kept"] == 60
+    sizes = {s: report["splits"][s]["kept"] for s in ("train", "val", "test")}
+    assert sizes == raters["split_sizes"] and sum(sizes.values()) == 60
+    back = read_prepared(tmp_path / "out")
+    assert back.label_names == ["joy", "anger", "sadness", "neutral"]
+
+
+def test_prepare_local_single_label_reads_back_single_label(tmp_path):
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame({"text": [f"review {i}" for i in range(40)],
+                  "label": ["good", "bad"] * 20}).to_csv(path, index=False)
+    report = prepare(compose_config("data=local", f"data.source.train={path}",
+                                    f"out_dir={tmp_path / 'out'}", config_name="prepare"))
+    assert report["problem_type"] == "single_label"
+    back = read_prepared(tmp_path / "out")
+    assert back.problem_type == "single_label" and back.label_names == ["bad", "good"]
+    assert [len(back.splits[s]) for s in ("train", "val", "test")] == [32, 4, 4]
