@@ -71,6 +71,14 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
+    precision = cfg.trainer.get("precision", "auto")
+    if precision == "auto":
+        precision = fast_precision(cfg.trainer.get("accelerator", "auto"))
+    if "mixed" in str(precision) and cfg.model.optimizer.get("fused"):
+        # Lightning refuses gradient clipping with a fused optimizer under mixed precision
+        log.info("precision=%s: using foreach AdamW (fused cannot clip gradients here)",
+                 precision)
+        cfg.model.optimizer.fused = False
     config = OmegaConf.to_container(cfg, resolve=True)
 
     tokenizer = load_tokenizer(config["backbone"])
@@ -91,9 +99,6 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    precision = cfg.trainer.get("precision", "auto")
-    if precision == "auto":
-        precision = fast_precision(cfg.trainer.get("accelerator", "auto"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           precision=precision)
     for logger in loggers:
