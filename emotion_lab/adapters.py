@@ -40,9 +40,11 @@ class FullFineTuning:
 
 @dataclass
 class FrozenBackbone:
-    """The backbone is frozen; only the head modules train."""
+    """The backbone is frozen; only the head modules train. `cache_features`: train the head
+    on pooled features computed once (features.py), where the head is emotion_lab's own."""
 
     name: str = "frozen_head"
+    cache_features: bool = False
 
     def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
         _check_head_modules(model, head_modules)

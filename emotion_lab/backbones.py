@@ -85,15 +85,18 @@ class PooledClassifier(nn.Module):
             width = hidden_size
         self.classifier = nn.Sequential(*layers, nn.Linear(width, num_labels))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                **_: Any) -> SequenceClassifierOutput:
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled encoder output the classifier reads (what the feature cache stores)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return SequenceClassifierOutput(logits=self.classifier(pooled))
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                **_: Any) -> SequenceClassifierOutput:
+        return SequenceClassifierOutput(logits=self.classifier(self.pool(input_ids,
+                                                                         attention_mask)))
 
 
 def init_output_bias(model: nn.Module, head_modules: list[str], frequencies: list[float],

@@ -211,9 +211,18 @@ class TextDataModule(L.LightningDataModule):
     def train_label_frequencies(self) -> np.ndarray:
         return label_frequencies(self.splits["train"].labels)
 
+    def use_features(self, features: dict[str, torch.Tensor]) -> None:
+        """Serve cached backbone features instead of tokens (frozen backbone, our own head)."""
+        from emotion_lab.features import FeatureSplit
+
+        self.features = {name: FeatureSplit(features[name], self.tokenized[name].labels)
+                         for name in self.tokenized}
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        data = self.tokenized[split]
         size = self.batch_size if shuffle else self.eval_batch_size
+        if getattr(self, "features", None):
+            return self.features[split].loader(size, shuffle, self.seed)
+        data = self.tokenized[split]
         batches = LengthGroupedBatches(data.lengths, size, shuffle=shuffle, seed=self.seed)
         return DataLoader(data, batch_sampler=batches, collate_fn=data.collate,
                           num_workers=self.num_workers,

@@ -96,8 +96,13 @@ class EmotionModule(L.LightningModule):
         """The run's policy fitted on (validation) probabilities; None: arg-max, no thresholds."""
         return None if self.single_label else self.hparams.threshold_policy(probs, labels)
 
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "features" in batch:  # cached frozen-backbone features: only the head runs
+            return self.model.classifier(batch["features"]).float()
+        return self(batch["input_ids"], batch["attention_mask"]).float()
+
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        logits = self.logits(batch)
         target = batch["labels"].argmax(dim=1) if self.single_label else batch["labels"]
         return logits, self.loss_fn(logits, target)
 
@@ -121,7 +126,7 @@ class EmotionModule(L.LightningModule):
         self.log_dict({k: summary[k] for k in keep if k in summary}, prog_bar=True)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
-        logits = self(batch["input_ids"], batch["attention_mask"]).float()
+        logits = self.logits(batch)
         return {"index": batch["index"], "probs": self.probabilities(logits)}
 
     def on_fit_start(self) -> None:

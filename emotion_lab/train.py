@@ -20,9 +20,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from emotion_lab.backbones import BackboneError, load_tokenizer
+from emotion_lab.backbones import BackboneError, PooledClassifier, load_tokenizer
 from emotion_lab.callbacks import TrainingClock
 from emotion_lab.data import DataError
+from emotion_lab.features import cached_features
 from emotion_lab.hardware import fast_precision
 from emotion_lab.metrics import evaluate, frequency_baseline
 from emotion_lab.rundir import save_model, write_json, write_results
@@ -97,6 +98,17 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
              model.trainable_params, model.total_params,
              100 * model.trainable_params / model.total_params)
 
+    feature_seconds = None
+    if cfg.adapter.get("cache_features"):
+        if isinstance(model.model, PooledClassifier):
+            start = time.perf_counter()
+            datamodule.use_features(cached_features(
+                model.model, datamodule.tokenized, config["backbone"], cfg.paths.cache_dir,
+                datamodule.eval_batch_size))
+            feature_seconds = time.perf_counter() - start  # near zero when cached
+        else:
+            log.info("adapter.cache_features needs emotion_lab's own head (model.head.pooling="
+                     "mean or a hidden layer); HF's head trains through the frozen backbone.")
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -144,6 +156,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "params/trainable": model.trainable_params, "params/total": model.total_params,
         "params/trainable_share": model.trainable_params / model.total_params,
         "time/fit_seconds": fit_seconds,
+        "time/feature_seconds": feature_seconds,
         "time/train_seconds": clock.seconds if clock else None,
         "time/train_samples_per_second": clock.samples_per_second if clock else None,
         "train/samples_seen": clock.samples if clock else None,

@@ -123,6 +123,7 @@ def compose_train_cfg(data_dir: Path | str, output_dir: Path | str, *extra: str)
         "backbone=tiny",
         f"data.dir={data_dir}",
         f"paths.output_dir={output_dir}",
+        f"paths.cache_dir={Path(output_dir).parent / 'cache'}",
         "paths.sweep_group=null",
         "logger=none",
         "trainer.max_epochs=1",

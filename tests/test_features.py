@@ -1,0 +1,80 @@
+"""Frozen-head feature cache: computed once, reused, and equal to running the backbone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emotion_lab.data import TokenizedSplit
+from emotion_lab.features import FeatureSplit, cache_key, encode
+from emotion_lab.rundir import load_arrays, load_model, predict_probs
+from emotion_lab.train import train
+
+MEAN = ("adapter=frozen_head", "model.head.pooling=mean", "trainer.max_epochs=2")
+
+
+@pytest.fixture(scope="module")
+def cached_runs(goemotions_dir, tmp_path_factory):
+    from conftest import compose_train_cfg
+
+    root = tmp_path_factory.mktemp("features")
+    first = train(compose_train_cfg(goemotions_dir, root / "first", *MEAN))
+    second = train(compose_train_cfg(goemotions_dir, root / "second", *MEAN))
+    return root, first, second
+
+
+def test_features_are_cached_once_and_reused(cached_runs):
+    root, (first, _), (second, _) = cached_runs
+    assert len(list((root / "cache" / "features").glob("*.pt"))) == 3  # train, val, test
+    assert first["time/feature_seconds"] > 0 and second["time/feature_seconds"] is not None
+    assert first["test/macro_f1"] == pytest.approx(second["test/macro_f1"])  # same features
+    assert first["params/trainable"] == second["params/trainable"]
+    np.testing.assert_allclose(np.load(root / "first" / "test_probs.npy"),
+                               np.load(root / "second" / "test_probs.npy"), atol=1e-6)
+
+
+def test_saved_model_predicts_what_the_features_predicted(cached_runs):
+    """The head trained on cached features, put back on the backbone, gives the run's
+    test probabilities: the cache holds what the backbone computes."""
+    root, (_, objects), _ = cached_runs
+    model, tokenizer, _ = load_model(root / "first" / "model")
+    texts = objects["datamodule"].splits["test"].texts
+    probs, _ = load_arrays(root / "first", "test")
+    np.testing.assert_allclose(predict_probs(model, tokenizer, texts, max_length=64), probs,
+                               atol=1e-5)
+
+
+def test_head_only_batches(cached_runs):
+    _, (_, objects), _ = cached_runs
+    batch = next(iter(objects["datamodule"].train_dataloader()))
+    assert set(batch) == {"features", "labels", "index"}
+    assert batch["features"].shape == (16, 32)  # batch 16, tiny hidden size 32
+
+
+def test_cache_key_follows_tokens_pooling_and_weights(tmp_path):
+    split = TokenizedSplit([[101, 7, 102], [101, 8, 9, 102]], np.zeros((2, 3), np.float32), 0)
+    other = TokenizedSplit([[101, 7, 102], [101, 8, 102]], np.zeros((2, 3), np.float32), 0)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x" * 10)
+    backbone = {"model": str(folder), "local_package": None, "random_init": None}
+    key = cache_key(backbone, "mean", split)
+    assert key == cache_key(backbone, "mean", split)
+    assert key != cache_key(backbone, "mean", other)
+    assert key != cache_key(backbone, "cls", split)
+    (folder / "model.safetensors").write_bytes(b"y" * 11)
+    assert key != cache_key(backbone, "mean", split)
+
+
+def test_encode_matches_pooling_in_eval_mode(cached_runs):
+    _, (_, objects), _ = cached_runs
+    model = objects["model"].model
+    split = objects["datamodule"].tokenized["val"]
+    features = encode(model, split, batch_size=7)
+    model.eval()
+    with torch.inference_mode():
+        batch = split.collate([0, 1, 2])
+        direct = model.pool(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(features[:3], direct, atol=1e-5, rtol=1e-4)
+    assert len(FeatureSplit(features, split.labels)) == len(split)
