@@ -9,11 +9,12 @@ warmup and weight decay, one epoch, no evaluation during training):
   1. trainer_baseline: padding="max_length", max_length=128, fp32, random batches.
   2. trainer_tuned: dynamic padding, train_sampling_strategy="group_by_length", bf16 where
      the CPU has it natively (else fp32: emulated bf16 is many times slower).
-  3-5. emotion_lab adapter=full | lora | frozen_head (precision=auto, as users run it).
-     The full row uses HF's head (CLS pooling, zero output bias), as the Trainer does, so
-     that the two loss curves are comparable.
-  6. emotion_lab frozen_head on all 43k texts: the run with a cold feature cache, then a
-     second run on the warm cache, against one epoch of full fine-tuning at row 3's speed.
+  3-6. emotion_lab adapter=full (also with adapter.freeze_word_embeddings=true) | lora |
+     frozen_head (precision=auto, as users run it). The full rows use HF's head (CLS
+     pooling, zero output bias), as the Trainer does, so that the loss curves compare.
+  7. emotion_lab frozen_head on all 43k texts, 20 head epochs: with a cold feature cache,
+     then on the warm cache (also with 256-example head batches at lr 1e-2), against one
+     epoch of full fine-tuning at row 3's speed.
 
 Model FLOPs per real (non-padding) token: 6 x non-embedding parameters (forward 2, backward
 4) plus attention 12 x layers x hidden x sequence length; under LoRA the frozen weights get
@@ -114,7 +115,7 @@ def trainer_row(name: str, texts: list[str], labels, tokenizer, source: str, bat
             "steps": steps, "loss_curve": losses, "bf16": bf16 and tuned}
 
 
-def emotion_lab_row(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
+def emotion_lab_row(name: str, adapter: str, overrides: list[str], out: Path) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -123,7 +124,7 @@ def emotion_lab_row(name: str, overrides: list[str], out: Path) -> dict[str, Any
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[
-            f"paths.output_dir={out}", "paths.sweep_group=null", "logger=csv",
+            f"paths.output_dir={out}", "paths.sweep_group=null", "logger=csv", f"adapter={adapter}",
             "callbacks.model_checkpoint=null", "callbacks.early_stopping=null",
             "callbacks.progress_bar=null", "trainer.max_epochs=1",
             "++trainer.num_sanity_val_steps=0", "++trainer.limit_val_batches=0",
@@ -138,7 +139,7 @@ def emotion_lab_row(name: str, overrides: list[str], out: Path) -> dict[str, Any
                        if r.get("train/loss")]
     split = objects["datamodule"].tokenized["train"]
     features = metrics.get("time/feature_seconds") or 0.0  # the backbone pass, when cached
-    return {"row": name, "seconds": metrics["time/fit_seconds"] + features,
+    return {"row": name, "adapter": adapter, "seconds": metrics["time/fit_seconds"] + features,
             "samples": len(split) * metrics["epochs"], "epochs": metrics["epochs"],
             "fit_seconds": metrics["time/fit_seconds"],
             "steps": metrics["global_steps"], "loss_curve": sorted(losses),
@@ -186,20 +187,25 @@ def main() -> int:
             print(f"{name}...", flush=True)
             rows.append(trainer_row(name, train_split.texts, train_split.labels, tokenizer,
                                     source, args.batch_size, tuned, bf16))
-        for adapter in ("full", "lora", "frozen_head"):
-            print(f"emotion_lab {adapter}...", flush=True)
-            extra = ["model.head.pooling=cls", "model.head.init_bias=zero"] \
-                if adapter == "full" else []  # the Trainer's model, for the loss curves
-            rows.append(emotion_lab_row(f"emotion_lab_{adapter}", [
-                *base, f"adapter={adapter}", f"paths.cache_dir={tmp / 'cache'}", *extra],
-                tmp / adapter))
+        hf_head = ["model.head.pooling=cls", "model.head.init_bias=zero"]  # as the Trainer's
+        for name, adapter, extra in (
+                ("emotion_lab_full", "full", hf_head),
+                ("emotion_lab_full_frozen_embeddings", "full",
+                 [*hf_head, "adapter.freeze_word_embeddings=true"]),
+                ("emotion_lab_lora", "lora", []),
+                ("emotion_lab_frozen_head", "frozen_head", [])):
+            print(f"{name}...", flush=True)
+            rows.append(emotion_lab_row(name, adapter, [
+                *base, f"paths.cache_dir={tmp / 'cache'}", *extra], tmp / name))
         if not args.skip_full_data:
-            for run in ("cold_cache", "warm_cache"):
-                print(f"emotion_lab frozen_head, all data, {run}...", flush=True)
-                rows.append(emotion_lab_row(f"emotion_lab_frozen_head_all_{run}", [
-                    f"data.dir={args.data_dir}", "adapter=frozen_head",
-                    "trainer.max_epochs=20", f"paths.cache_dir={tmp / 'cache_all'}"],
-                    tmp / f"all_{run}"))
+            for run, extra in (("cold_cache", []), ("warm_cache", []),
+                               ("warm_cache_batch256", ["adapter.feature_batch_size=256",
+                                                        "model.optimizer.lr=1e-2"])):
+                name = f"emotion_lab_frozen_head_all_{run}"
+                print(f"{name}...", flush=True)
+                rows.append(emotion_lab_row(name, "frozen_head", [
+                    f"data.dir={args.data_dir}", "trainer.max_epochs=20",
+                    f"paths.cache_dir={tmp / 'cache_all'}", *extra], tmp / name))
     by_name = {r["row"]: r for r in rows}
     for row in rows:
         row["samples_per_second"] = row["samples"] / row["seconds"] if row["samples"] == len(
@@ -207,21 +213,20 @@ def main() -> int:
         row["tokens_per_second"] = sum(lengths) / row["seconds"] if row["samples"] == len(
             lengths) else None
         row.pop("lengths", None)
-        adapter = next((a for a in ("full", "lora", "frozen_head") if row["row"].endswith(a)),
-                       None)
-        if adapter and row["row"].startswith("emotion_lab"):
-            flops = training_flops(facts, lengths, adapter) / row["seconds"]
+        if row.get("adapter") and row["samples_per_second"]:
+            flops = training_flops(facts, lengths, row["adapter"]) / row["seconds"]
             row["model_flops_per_second"] = flops
             row["share_of_fp32_peak"] = flops / peaks["fp32"]
             row["share_of_bf16_peak"] = flops / peaks["bf16"]
             for ref in ("trainer_baseline", "trainer_tuned"):
                 row[f"x_{ref}"] = row["samples_per_second"] / by_name[ref]["samples_per_second"]
     full = by_name["emotion_lab_full"]
-    by_name["emotion_lab_lora"]["x_emotion_lab_full"] = (
-        by_name["emotion_lab_lora"]["samples_per_second"] / full["samples_per_second"])
+    for name in ("emotion_lab_lora", "emotion_lab_full_frozen_embeddings"):
+        by_name[name]["x_emotion_lab_full"] = (
+            by_name[name]["samples_per_second"] / full["samples_per_second"])
     if not args.skip_full_data:
         full_epoch = len(data.splits["train"]) / full["samples_per_second"]
-        for run in ("cold_cache", "warm_cache"):
+        for run in ("cold_cache", "warm_cache", "warm_cache_batch256"):
             row = by_name[f"emotion_lab_frozen_head_all_{run}"]
             row["full_epoch_seconds_at_full_speed"] = full_epoch
             row["x_faster_than_one_full_epoch"] = full_epoch / row["seconds"]
@@ -240,8 +245,9 @@ def main() -> int:
     args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     print(f"\n{machine['cpu']}, {machine['threads']} threads, torch {torch.__version__}, "
           f"peaks fp32 {peaks['fp32'] / 1e9:.0f} / bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
-    print("| row | samples/s | tokens/s | x baseline | x tuned | % fp32 peak | loss at end |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| row | samples/s | tokens/s | x baseline | x tuned | % fp32 peak | loss at end "
+          "| s (total) | test macro-F1 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     def fmt(r: dict, key: str, spec: str) -> str:
         return spec.format(r[key]) if r.get(key) is not None else "-"
 
@@ -251,7 +257,8 @@ def main() -> int:
         print(f"| {r['row']} | {fmt(r, 'samples_per_second', '{:.1f}')} | "
               f"{fmt(r, 'tokens_per_second', '{:.0f}')} | "
               f"{fmt(r, 'x_trainer_baseline', '{:.2f}')} | {fmt(r, 'x_trainer_tuned', '{:.2f}')} | "
-              f"{fmt(r, 'share_of_fp32_peak', '{:.1%}')} | {loss} |")
+              f"{fmt(r, 'share_of_fp32_peak', '{:.1%}')} | {loss} | {r['seconds']:.1f} | "
+              f"{fmt(r, 'test_macro_f1', '{:.3f}')} |")
     print(f"wrote {args.out}")
     return 0
 

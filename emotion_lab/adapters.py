@@ -27,14 +27,26 @@ def _check_head_modules(model: nn.Module, head_modules: list[str]) -> None:
                          f"have; its top-level modules are {top}.")
 
 
+def word_embeddings(model: nn.Module) -> nn.Module:
+    """The input word-embedding table of a HF model or of emotion_lab's head on one."""
+    inner = getattr(model, "encoder", model) if not hasattr(
+        model, "get_input_embeddings") else model
+    return inner.get_input_embeddings()
+
+
 @dataclass
 class FullFineTuning:
-    """Every parameter trains."""
+    """Every parameter trains, except the word embeddings when `freeze_word_embeddings`:
+    they are half of MiniLM's parameters (30,522 x 384), and with them frozen autograd skips
+    their gradient and AdamW their update."""
 
     name: str = "full"
+    freeze_word_embeddings: bool = False
 
     def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
         model.requires_grad_(True)
+        if self.freeze_word_embeddings:
+            word_embeddings(model).requires_grad_(False)
         return model
 
 
@@ -45,6 +57,7 @@ class FrozenBackbone:
 
     name: str = "frozen_head"
     cache_features: bool = False
+    feature_batch_size: int | None = None  # head batches on cached features; None: data's
 
     def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
         _check_head_modules(model, head_modules)

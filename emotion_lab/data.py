@@ -211,10 +211,12 @@ class TextDataModule(L.LightningDataModule):
     def train_label_frequencies(self) -> np.ndarray:
         return label_frequencies(self.splits["train"].labels)
 
-    def use_features(self, features: dict[str, torch.Tensor]) -> None:
+    def use_features(self, features: dict[str, torch.Tensor],
+                     batch_size: int | None = None) -> None:
         """Serve cached backbone features instead of tokens (frozen backbone, our own head)."""
         from emotion_lab.features import FeatureSplit
 
+        self.batch_size = batch_size or self.batch_size
         self.features = {name: FeatureSplit(features[name], self.tokenized[name].labels)
                          for name in self.tokenized}
 

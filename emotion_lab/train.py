@@ -104,7 +104,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             start = time.perf_counter()
             datamodule.use_features(cached_features(
                 model.model, datamodule.tokenized, config["backbone"], cfg.paths.cache_dir,
-                datamodule.eval_batch_size))
+                datamodule.eval_batch_size), cfg.adapter.get("feature_batch_size"))
             feature_seconds = time.perf_counter() - start  # near zero when cached
         else:
             log.info("adapter.cache_features needs emotion_lab's own head (model.head.pooling="

@@ -70,6 +70,16 @@ def test_tiny_full_trains_everything():
     assert count_parameters(model) == (total, total)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_full_with_frozen_word_embeddings(pooling):
+    model, _, c, _ = build("backbone=tiny", "adapter=full", f"model.head.pooling={pooling}",
+                           "adapter.freeze_word_embeddings=true")
+    trainable, total = count_parameters(model)
+    assert trainable == total - c.vocab_size * c.hidden_size
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert len(frozen) == 1 and next(iter(frozen)).endswith("word_embeddings.weight")
+
+
 def test_tiny_frozen_head_trains_only_the_classifier():
     model, heads, c, _ = build("backbone=tiny", "adapter=frozen_head")
     assert heads == ["classifier"]

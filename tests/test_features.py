@@ -78,3 +78,12 @@ def test_encode_matches_pooling_in_eval_mode(cached_runs):
         direct = model.pool(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(features[:3], direct, atol=1e-5, rtol=1e-4)
     assert len(FeatureSplit(features, split.labels)) == len(split)
+
+
+def test_feature_batch_size_sets_head_batches(goemotions_dir, tmp_path):
+    from conftest import compose_train_cfg
+
+    _, objects = train(compose_train_cfg(goemotions_dir, tmp_path / "run", *MEAN,
+                                         "adapter.feature_batch_size=64"))
+    batch = next(iter(objects["datamodule"].train_dataloader()))
+    assert batch["features"].shape[0] == 64
