@@ -100,7 +100,8 @@ class FeatureSplit(Dataset):
         index = torch.tensor(indices, dtype=torch.long)
         return {"features": self.features[index], "labels": self.labels[index], "index": index}
 
-    def loader(self, batch_size: int, shuffle: bool, seed: int, epoch: int = 0) -> DataLoader:
-        generator = torch.Generator().manual_seed(seed + epoch) if shuffle else None
+    def loader(self, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+        # one generator for the loader's life: each epoch draws the next permutation
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
         return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
                           collate_fn=self.collate)

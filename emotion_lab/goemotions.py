@@ -120,13 +120,12 @@ class GoEmotions:
         self.dir, self.hub_name, self.hub_config = dir, hub_name, hub_config
         self.rater_files, self.min_agreement = rater_files, min_agreement
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
-        self.report: dict = {}
 
     def load(self) -> LabelledData:
         if self.rater_files:
             from emotion_lab.raters import read_rater_files
 
-            data, self.report = read_rater_files(
+            data, _ = read_rater_files(  # the report also travels as data.report
                 list(self.rater_files), min_agreement=self.min_agreement,
                 val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed)
             return data
