@@ -1,0 +1,63 @@
+"""Calibration metrics and temperature scaling: known answers and recovery of a known T."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emotion_lab.calibration import (
+    apply_temperature,
+    brier_per_label,
+    ece_per_label,
+    fit_temperature,
+)
+
+
+def test_ece_known_answer():
+    probs = np.array([[0.1], [0.9], [0.8], [0.3]], dtype=np.float32)
+    labels = np.array([[0], [1], [0], [1]], dtype=np.float32)
+    # every example alone in a bin of 10: mean |y - p| = (0.1 + 0.1 + 0.8 + 0.7) / 4
+    assert ece_per_label(probs, labels, n_bins=10)[0] == pytest.approx(0.425)
+
+
+def test_perfectly_calibrated_bins_have_zero_ece():
+    probs = np.full((10, 1), 0.3, dtype=np.float32)
+    labels = np.array([[1]] * 3 + [[0]] * 7, dtype=np.float32)
+    assert ece_per_label(probs, labels)[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_brier_known_answer():
+    probs = np.array([[0.0, 0.5], [1.0, 0.5]])
+    labels = np.array([[0, 1], [0, 0]])
+    np.testing.assert_allclose(brier_per_label(probs, labels), [0.5, 0.25])
+
+
+def overconfident(n: int = 4000, temperature: float = 2.5, seed: int = 0):
+    """Labels drawn from true logits; predictions are those logits x `temperature`."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, size=(n, 3))
+    labels = (rng.random((n, 3)) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+    probs = (1 / (1 + np.exp(-logits * temperature))).astype(np.float32)
+    return probs, labels
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    probs, labels = overconfident(temperature=2.5)
+    t = fit_temperature(probs, labels)
+    assert t.shape == (3,) and np.all(t == t[0])
+    assert t[0] == pytest.approx(2.5, rel=0.1)
+    calibrated = apply_temperature(probs, t)
+    assert ece_per_label(calibrated, labels).mean() < ece_per_label(probs, labels).mean() / 2
+
+
+def test_per_label_temperatures_differ_where_labels_differ():
+    probs, labels = overconfident(temperature=2.5)
+    # dividing label 2's logits by 0.5 doubles them: its true temperature is now 5
+    probs[:, 2] = apply_temperature(probs[:, 2:], np.array([0.5]))[:, 0]
+    t = fit_temperature(probs, labels, per_label=True)
+    assert t[0] == pytest.approx(2.5, rel=0.1) and t[2] == pytest.approx(5.0, rel=0.1)
+
+
+def test_temperature_one_changes_nothing():
+    probs, _ = overconfident(n=10)
+    np.testing.assert_allclose(apply_temperature(probs, 1.0), probs, atol=1e-6)
