@@ -11,6 +11,8 @@ from torchmetrics.functional.classification import (
     multilabel_stat_scores,
 )
 
+from emotion_lab.calibration import brier_per_label, ece_per_label
+
 # The fixed thresholds published GoEmotions numbers use, reported beside the run's policy.
 FIXED_THRESHOLDS = (0.3, 0.5)
 
@@ -63,7 +65,8 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | Non
 
     `thresholds=None` means a single-label task: the prediction is the arg-max class, and
     accuracy is reported (micro-F1 equals it). Macro scores average over every label; macro
-    PR-AUC (one-vs-rest for single-label tasks) skips labels without positives.
+    PR-AUC (one-vs-rest for single-label tasks) skips labels without positives. ECE (15
+    equal-width bins) and Brier treat each label as its own binary problem.
     """
     single_label = thresholds is None
     if single_label:
@@ -74,6 +77,9 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | Non
     summary = {f"{prefix}/{k}": scores[k]
                for k in ("macro_f1", "micro_f1", "macro_precision", "macro_recall")}
     summary[f"{prefix}/macro_pr_auc"] = float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0
+    ece, brier = ece_per_label(probs, labels), brier_per_label(probs, labels)
+    summary[f"{prefix}/macro_ece"] = float(ece.mean())
+    summary[f"{prefix}/macro_brier"] = float(brier.mean())
     if single_label:
         summary[f"{prefix}/accuracy"] = float((probs.argmax(1) == labels.argmax(1)).mean())
     for t in () if single_label else FIXED_THRESHOLDS:
@@ -83,6 +89,7 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | Non
     rows = [{"label": name, "support": int(scores["support"][i]),
              "precision": float(scores["precision"][i]), "recall": float(scores["recall"][i]),
              "f1": float(scores["f1"][i]), "pr_auc": float(ap[i]),
+             "ece": float(ece[i]), "brier": float(brier[i]),
              "threshold": None if single_label else float(thresholds[i])}
             for i, name in enumerate(label_names)]
     return summary, rows

@@ -58,7 +58,8 @@ def write_results(run_dir: Path, metrics: dict[str, Any], per_label: dict[str, l
                 for i, name in enumerate(label_names)})
     write_json(run_dir / "label_map.json", dict(enumerate(label_names)))
     with (run_dir / "per_label.csv").open("w", newline="", encoding="utf-8") as f:
-        fields = ["split", "label", "support", "precision", "recall", "f1", "pr_auc", "threshold"]
+        fields = ["split", "label", "support", "precision", "recall", "f1", "pr_auc", "ece",
+                  "brier", "threshold"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for split, rows in per_label.items():

@@ -41,7 +41,8 @@ def test_evaluate_summary_by_hand():
         "test/macro_f1_at_0.3": (1 / 2 + 1 + 0) / 3,
         "test/micro_f1_at_0.3": 2 * 4 / (2 * 4 + 3 + 1),  # tp 4, fp a1 + c2, fn a1
     }
-    assert set(summary) == set(expected)
+    # calibration (ECE, Brier) has its own known-answer test below
+    assert set(summary) == set(expected) | {"test/macro_ece", "test/macro_brier"}
     for key, value in expected.items():
         assert summary[key] == pytest.approx(value), key
 
@@ -99,3 +100,13 @@ def test_frequency_baseline_is_far_below_a_perfect_model():
     assert 0.0 < baseline < 0.3
     assert baseline == pytest.approx(frequencies.mean(), abs=0.05)
     assert frequency_baseline(frequencies, labels, seed=0) == baseline  # seeded
+
+
+def test_evaluate_reports_calibration():
+    probs = np.array([[0.1, 0.8], [0.9, 0.2], [0.8, 0.6], [0.3, 0.1]])
+    labels = np.array([[0, 1], [1, 0], [0, 1], [1, 0]], dtype=np.float32)
+    summary, rows = evaluate(probs, labels, np.full(2, 0.5), ["a", "b"], "val")
+    assert rows[0]["ece"] == pytest.approx(0.425)  # each example alone in its bin
+    assert rows[0]["brier"] == pytest.approx((0.01 + 0.01 + 0.64 + 0.49) / 4)
+    assert summary["val/macro_ece"] == pytest.approx(np.mean([r["ece"] for r in rows]))
+    assert summary["val/macro_brier"] == pytest.approx(np.mean([r["brier"] for r in rows]))

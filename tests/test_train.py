@@ -124,7 +124,7 @@ def test_per_label_csv(run):
     with (run_dir / "per_label.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["split", "label", "support", "precision", "recall", "f1",
-                             "pr_auc", "threshold"]
+                             "pr_auc", "ece", "brier", "threshold"]
     # the 28 labels, then the grouped levels: Ekman 6 + neutral, sentiment 3 + neutral
     assert len(rows) == 2 * (L + 7 + 4)
     for split in ("val", "test"):
