@@ -3,6 +3,8 @@
     metrics.json        val/test summary metrics, parameter counts, timing
     per_label.csv       split, label, support, precision, recall, f1, pr_auc, threshold
     thresholds.json     {label: threshold}, fitted on validation (null: single-label, arg-max)
+    temperatures.json   {label: T} when calibration is on (fitted on validation); the probs
+                        arrays are then calibrated, *_probs_uncalibrated.npy the raw ones
     data_report.json    what the data source and the cleaning rules did
     label_map.json      {id: label}
     {val,test}_{probs,labels}.npy
@@ -74,7 +76,8 @@ def _plain_classifier(model: nn.Module) -> nn.Module:
 
 def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str, Any],
                head: dict[str, Any], adapter: str, label_names: list[str],
-               problem_type: str = "multi_label") -> None:
+               problem_type: str = "multi_label",
+               temperatures: list[float] | None = None) -> None:
     """Save the trained classifier so that load_model() needs nothing but this folder."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(model_dir)
@@ -85,7 +88,8 @@ def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str,
         if isinstance(source, str) and Path(source).is_file():
             shutil.copyfile(source, model_dir / name)
     spec = {"format": 1, "adapter": adapter, "head": head, "labels": label_names,
-            "problem_type": problem_type, "backbone": dict(backbone)}
+            "problem_type": problem_type, "temperatures": temperatures,
+            "backbone": dict(backbone)}
     if hasattr(model, "peft_config"):
         model.save_pretrained(model_dir / "adapter")
     else:
@@ -135,9 +139,11 @@ def load_arrays(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int = 128,
-                  batch_size: int = 64, single_label: bool = False) -> np.ndarray:
-    """Probabilities for texts (sigmoid per label; softmax for single-label tasks), batched in
-    length order, returned in input order."""
+                  batch_size: int = 64, single_label: bool = False,
+                  temperatures: list[float] | None = None) -> np.ndarray:
+    """Probabilities for texts (sigmoid per label, divided by the run's fitted temperatures
+    when it has them; softmax for single-label tasks), batched in length order, returned in
+    input order."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     probs: dict[int, np.ndarray] = {}
@@ -145,6 +151,9 @@ def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int
         enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
                         padding=True, return_tensors="pt")
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-        p = torch.softmax(logits.float(), -1) if single_label else torch.sigmoid(logits.float())
+        logits = logits.float()
+        if temperatures is not None:
+            logits = logits / torch.tensor(temperatures)
+        p = torch.softmax(logits, -1) if single_label else torch.sigmoid(logits)
         probs.update(zip(idx, p.numpy(), strict=True))
     return np.stack([probs[i] for i in range(len(texts))])

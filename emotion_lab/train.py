@@ -21,6 +21,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.backbones import BackboneError, PooledClassifier, load_tokenizer
+from emotion_lab.calibration import (
+    apply_temperature,
+    brier_per_label,
+    ece_per_label,
+    fit_temperature,
+)
 from emotion_lab.callbacks import TrainingClock
 from emotion_lab.data import DataError
 from emotion_lab.features import cached_features
@@ -129,10 +135,28 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # the best weights are loaded into `model` now; test needs no second checkpoint read
     test_probs = predict_split(trainer, model, datamodule.test_dataloader(), None)
     val_labels, test_labels = splits["val"].labels, splits["test"].labels
+    temperatures, uncalibrated = None, {}
+    if cfg.calibration.name != "none" and single_label:
+        log.warning("calibration=%s: temperature scaling here is per-label sigmoid scaling, "
+                    "for multi-label runs; ignored.", cfg.calibration.name)
+    elif cfg.calibration.name != "none":
+        temperatures = fit_temperature(val_probs, val_labels,  # validation only
+                                       per_label=cfg.calibration.name == "per_label")
+        uncalibrated = {"val_probs_uncalibrated": val_probs,
+                        "test_probs_uncalibrated": test_probs}
+        val_probs = apply_temperature(val_probs, temperatures)
+        test_probs = apply_temperature(test_probs, temperatures)
     thresholds = model.thresholds(val_probs, val_labels)  # validation only
     val_summary, val_rows = evaluate(val_probs, val_labels, thresholds, labels, "val")
     test_summary, test_rows = evaluate(test_probs, test_labels, thresholds, labels, "test")
     per_label = {"val": val_rows, "test": test_rows}
+    for split, labels_ in (("val", val_labels), ("test", test_labels)):
+        if uncalibrated:  # the same scores before scaling, for before/after comparisons
+            raw = uncalibrated[f"{split}_probs_uncalibrated"]
+            summary = val_summary if split == "val" else test_summary
+            summary[f"{split}/macro_ece_uncalibrated"] = float(ece_per_label(raw, labels_).mean())
+            summary[f"{split}/macro_brier_uncalibrated"] = float(
+                brier_per_label(raw, labels_).mean())
     if not single_label:
         grouped, grouped_rows = evaluate_grouped(
             {"val": val_probs, "test": test_probs}, {"val": val_labels, "test": test_labels},
@@ -147,6 +171,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     metrics: dict[str, Any] = {
         "backbone": cfg.backbone.name, "adapter": cfg.adapter.name,
         "threshold_policy": "argmax" if single_label else cfg.threshold.name,
+        "calibration": "none" if temperatures is None else cfg.calibration.name,
         "problem_type": datamodule.problem_type, "taxonomy": datamodule.taxonomy,
         "num_labels": len(labels),
         **val_summary, **test_summary,
@@ -165,11 +190,15 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     write_results(run_dir, metrics, per_label, thresholds, labels,
                   {"val_probs": val_probs, "val_labels": val_labels,
-                   "test_probs": test_probs, "test_labels": test_labels})
+                   "test_probs": test_probs, "test_labels": test_labels, **uncalibrated})
+    if temperatures is not None:
+        write_json(run_dir / "temperatures.json",
+                   {name: float(t) for name, t in zip(labels, temperatures, strict=True)})
     write_json(run_dir / "data_report.json", datamodule.report)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config), encoding="utf-8")
     save_model(run_dir / "model", model.model, tokenizer, config["backbone"],
-               config["model"]["head"], cfg.adapter.name, labels, datamodule.problem_type)
+               config["model"]["head"], cfg.adapter.name, labels, datamodule.problem_type,
+               None if temperatures is None else temperatures.tolist())
     log_final(loggers, metrics, per_label)
     log.info("test macro-F1 %.4f (%s), run written to %s", metrics["test/macro_f1"],
              metrics["threshold_policy"], run_dir)

@@ -61,3 +61,33 @@ def test_per_label_temperatures_differ_where_labels_differ():
 def test_temperature_one_changes_nothing():
     probs, _ = overconfident(n=10)
     np.testing.assert_allclose(apply_temperature(probs, 1.0), probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("calibration", ["global", "per_label"])
+def test_run_with_temperature_scaling(make_cfg, tmp_path, calibration):
+    from emotion_lab.rundir import load_arrays, load_model, predict_probs, read_json
+    from emotion_lab.train import train
+
+    metrics, objects = train(make_cfg(f"calibration={calibration}"))
+    run = tmp_path / "run"
+    temperatures = read_json(run / "temperatures.json")
+    t = np.array(list(temperatures.values()))
+    assert metrics["calibration"] == calibration and np.all(t > 0)
+    if calibration == "global":
+        assert np.all(t == t[0])
+    raw = np.load(run / "val_probs_uncalibrated.npy")
+    val_probs, val_labels = load_arrays(run, "val")
+    np.testing.assert_allclose(val_probs, apply_temperature(raw, t), atol=1e-6)
+
+    def bce(p):
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return -np.mean(val_labels * np.log(p) + (1 - val_labels) * np.log(1 - p))
+
+    assert bce(val_probs) <= bce(raw) + 1e-9  # fitted on validation: T=1 was a candidate
+    assert "val/macro_ece_uncalibrated" in metrics and "test/macro_brier_uncalibrated" in metrics
+    # whoever loads the run applies the same temperatures
+    model, tokenizer, spec = load_model(run / "model")
+    texts = objects["datamodule"].splits["test"].texts
+    probs = predict_probs(model, tokenizer, texts, max_length=64,
+                          temperatures=spec["temperatures"])
+    np.testing.assert_allclose(probs, load_arrays(run, "test")[0], atol=1e-5)
