@@ -19,8 +19,8 @@ EPS = 1e-6
 def ece_per_label(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> np.ndarray:
     """Expected calibration error of each label (equal-width bins, L1)."""
     p, y = torch.from_numpy(probs).float(), torch.from_numpy(labels).int()
-    return np.array([float(binary_calibration_error(p[:, j], y[:, j], n_bins=n_bins,
-                                                    norm="l1"))
+    return np.array([float(binary_calibration_error(p[:, j].contiguous(), y[:, j].contiguous(),
+                                                    n_bins=n_bins, norm="l1"))
                      for j in range(probs.shape[1])])
 
 
@@ -60,3 +60,17 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray, per_label: bool = Fal
     optimizer.step(closure)
     t = log_t.detach().exp().numpy()
     return np.broadcast_to(t, (probs.shape[1],)).copy()
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray,
+                     n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Every (example, label) pair pooled into equal-width probability bins: per bin the mean
+    predicted probability, the observed positive rate, and the count (empty bins: NaN, 0)."""
+    p, y = probs.ravel().astype(float), labels.ravel().astype(float)
+    index = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(index, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(index, weights=p, minlength=n_bins) / count
+        observed = np.bincount(index, weights=y, minlength=n_bins) / count
+    return {"edges": np.linspace(0, 1, n_bins + 1), "confidence": confidence,
+            "observed": observed, "count": count}

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
@@ -38,6 +39,31 @@ def plot_label_frequencies(table: pd.DataFrame, path: str | Path, title: str) ->
     ax.set_title(title)
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_reliability(curves: dict[str, dict], path: str | Path, title: str) -> None:
+    """Reliability diagram: observed positive rate against mean predicted probability per
+    bin, one line per curve (e.g. before / after temperature scaling), the diagonal as the
+    ideal, and the pairs per bin (log scale) below, since most pairs sit near 0."""
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 7), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    for name, bins in curves.items():
+        filled = bins["count"] > 0
+        ax.plot(bins["confidence"][filled], bins["observed"][filled], marker="o", label=name)
+        hist.stairs(np.maximum(bins["count"], 0.5), bins["edges"], label=name)  # log: no 0
+    ax.set_ylabel("observed positive rate")
+    ax.set_title(title)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    hist.set_yscale("log")
+    hist.set_xlabel("predicted probability (bin mean)")
+    hist.set_ylabel("(example, label) pairs")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

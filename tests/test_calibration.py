@@ -91,3 +91,27 @@ def test_run_with_temperature_scaling(make_cfg, tmp_path, calibration):
     probs = predict_probs(model, tokenizer, texts, max_length=64,
                           temperatures=spec["temperatures"])
     np.testing.assert_allclose(probs, load_arrays(run, "test")[0], atol=1e-5)
+
+
+def test_reliability_bins_known_answer():
+    from emotion_lab.calibration import reliability_bins
+
+    probs = np.array([[0.05, 0.15], [0.95, 1.0]])
+    labels = np.array([[0, 1], [1, 1]])
+    bins = reliability_bins(probs, labels, n_bins=10)
+    assert bins["count"].tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 0, 2]  # 1.0 joins the last bin
+    assert bins["confidence"][9] == pytest.approx(0.975)
+    assert bins["observed"][:2].tolist() == [0.0, 1.0]
+    assert np.isnan(bins["observed"][5])
+
+
+def test_reliability_diagram_is_written(tmp_path):
+    from emotion_lab.calibration import reliability_bins
+    from emotion_lab.figures import plot_reliability
+
+    probs, labels = overconfident(n=500)
+    after = apply_temperature(probs, fit_temperature(probs, labels))
+    path = tmp_path / "reliability.png"
+    plot_reliability({"before": reliability_bins(probs, labels),
+                      "after": reliability_bins(after, labels)}, path, "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
