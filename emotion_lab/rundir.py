@@ -5,7 +5,8 @@
     thresholds.json     {label: threshold}, fitted on validation (null: single-label, arg-max)
     temperatures.json   {label: T} when calibration is on (fitted on validation); the probs
                         arrays are then calibrated, *_probs_uncalibrated.npy the raw ones
-    data_report.json    what the data source and the cleaning rules did
+    data_report.json    what the data source and the cleaning rules did, training label counts
+    test_texts.json     the test texts in the order of the arrays (error analysis, explain)
     label_map.json      {id: label}
     {val,test}_{probs,labels}.npy
     config.yaml         the resolved training config

@@ -21,12 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.backbones import BackboneError, PooledClassifier, load_tokenizer
-from emotion_lab.calibration import (
-    apply_temperature,
-    brier_per_label,
-    ece_per_label,
-    fit_temperature,
-)
+from emotion_lab.calibration import apply_temperature, brier_per_label, ece_per_label
 from emotion_lab.callbacks import TrainingClock
 from emotion_lab.data import DataError
 from emotion_lab.features import cached_features
@@ -34,6 +29,7 @@ from emotion_lab.hardware import fast_precision
 from emotion_lab.metrics import evaluate, frequency_baseline
 from emotion_lab.rundir import save_model, write_json, write_results
 from emotion_lab.taxonomy import evaluate_grouped
+from emotion_lab.thresholds import calibrate
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +131,14 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # the best weights are loaded into `model` now; test needs no second checkpoint read
     test_probs = predict_split(trainer, model, datamodule.test_dataloader(), None)
     val_labels, test_labels = splits["val"].labels, splits["test"].labels
-    temperatures, uncalibrated = None, {}
+    temperatures, uncalibrated, calibration_info = None, {}, {}
     if cfg.calibration.name != "none" and single_label:
         log.warning("calibration=%s: temperature scaling here is per-label sigmoid scaling, "
                     "for multi-label runs; ignored.", cfg.calibration.name)
     elif cfg.calibration.name != "none":
-        temperatures = fit_temperature(val_probs, val_labels,  # validation only
-                                       per_label=cfg.calibration.name == "per_label")
+        temperatures, calibration_info = calibrate(  # validation only
+            cfg.calibration.name, val_probs, val_labels, model.thresholds,
+            cfg.calibration.get("grid"))
         uncalibrated = {"val_probs_uncalibrated": val_probs,
                         "test_probs_uncalibrated": test_probs}
         val_probs = apply_temperature(val_probs, temperatures)
@@ -174,7 +171,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "calibration": "none" if temperatures is None else cfg.calibration.name,
         "problem_type": datamodule.problem_type, "taxonomy": datamodule.taxonomy,
         "num_labels": len(labels),
-        **val_summary, **test_summary,
+        **val_summary, **test_summary, **calibration_info,
         "test/macro_f1_frequency_baseline": frequency_baseline(
             datamodule.train_label_frequencies, test_labels, seed=cfg.get("seed") or 0,
             single_label=single_label),
@@ -194,7 +191,9 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if temperatures is not None:
         write_json(run_dir / "temperatures.json",
                    {name: float(t) for name, t in zip(labels, temperatures, strict=True)})
-    write_json(run_dir / "data_report.json", datamodule.report)
+    write_json(run_dir / "data_report.json", datamodule.report | {"train_label_counts": dict(
+        zip(labels, splits["train"].labels.sum(axis=0).astype(int).tolist(), strict=True))})
+    write_json(run_dir / "test_texts.json", list(splits["test"].texts))  # error analysis
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config), encoding="utf-8")
     save_model(run_dir / "model", model.model, tokenizer, config["backbone"],
                config["model"]["head"], cfg.adapter.name, labels, datamodule.problem_type,

@@ -115,3 +115,44 @@ def test_reliability_diagram_is_written(tmp_path):
     plot_reliability({"before": reliability_bins(probs, labels),
                       "after": reliability_bins(after, labels)}, path, "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_joint_search_finds_the_temperature_a_fixed_threshold_needs():
+    from emotion_lab.thresholds import fixed, joint_search, temperature_grid
+
+    # at a fixed threshold of 0.3 the temperature moves the decision boundary, so the grid
+    # has something to find: over-confident scores (T=2.5) want a larger T
+    probs, labels = overconfident(temperature=2.5)
+    at_03 = lambda p, y: fixed(p, y, value=0.3)  # noqa: E731
+    t, f1 = joint_search(probs, labels, at_03, temperature_grid())
+    _, f1_at_1 = joint_search(probs, labels, at_03, np.array([1.0]))
+    assert t > 1.0 and f1 > f1_at_1
+
+
+def test_calibrate_joint_reports_both_and_keeps_the_winner():
+    from emotion_lab.thresholds import calibrate, fixed
+
+    probs, labels = overconfident(temperature=2.5)
+    at_03 = lambda p, y: fixed(p, y, value=0.3)  # noqa: E731
+    t, info = calibrate("joint", probs, labels, at_03)
+    assert {"val/macro_f1_bce_temperature", "val/macro_f1_search_temperature"} <= set(info)
+    winner = max(info["val/macro_f1_bce_temperature"], info["val/macro_f1_search_temperature"])
+    key = "search" if info["calibration/chosen"] == "joint_search" else "bce"
+    assert info[f"val/macro_f1_{key}_temperature"] == winner
+    assert t[0] == pytest.approx(info[f"calibration/{key}_temperature"])
+    assert calibrate("none", probs, labels, at_03) == (None, {})
+
+
+def test_run_with_joint_calibration(make_cfg, tmp_path):
+    from emotion_lab.rundir import read_json
+    from emotion_lab.train import train
+
+    metrics, _ = train(make_cfg("calibration=joint"))
+    assert metrics["calibration"] == "joint"
+    assert metrics["calibration/chosen"] in {"joint_search", "bce_fit"}
+    temperatures = read_json(tmp_path / "run" / "temperatures.json")
+    chosen = "search" if metrics["calibration/chosen"] == "joint_search" else "bce"
+    assert list(temperatures.values()) == pytest.approx(
+        [metrics[f"calibration/{chosen}_temperature"]] * len(temperatures))
+    texts = read_json(tmp_path / "run" / "test_texts.json")
+    assert len(texts) == len(np.load(tmp_path / "run" / "test_labels.npy"))
