@@ -67,3 +67,130 @@ def plot_reliability(curves: dict[str, dict], path: str | Path, title: str) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _save(fig, path: str | Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def place_labels(ax, points: list[tuple[float, float]], texts: list[str],
+                 fontsize: int = 7) -> None:
+    """Write each text next to its point, trying offsets around it until the text overlaps
+    no text placed before (greedy; the last candidate is kept when all collide)."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    offsets = [(4, 3), (4, -9), (-4, 3), (-4, -9), (4, 10), (4, -16), (-4, 10), (-4, -16)]
+    for (x, y), text in sorted(zip(points, texts, strict=True), key=lambda p: -p[0][1]):
+        for dx, dy in offsets:
+            note = ax.annotate(text, (x, y), fontsize=fontsize, textcoords="offset points",
+                               xytext=(dx, dy), ha="left" if dx > 0 else "right")
+            box = note.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            note.remove()
+        else:
+            note = ax.annotate(text, (x, y), fontsize=fontsize, textcoords="offset points",
+                               xytext=offsets[0])
+            box = note.get_window_extent(renderer)
+        placed.append(box)
+
+
+def plot_score_vs_params(table: pd.DataFrame, path: str | Path, metric: str,
+                         title: str) -> None:
+    """One labelled point per run: `metric` against trainable parameters (log scale).
+
+    `table` has `run`, `params_trainable` and `metric` columns. Labels alternate above and
+    below their points so that runs with similar sizes do not write over each other."""
+    table = table.sort_values("params_trainable").reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, row in table.iterrows():
+        ax.scatter(row["params_trainable"], row[metric], s=50, zorder=3)
+        ax.annotate(row["run"], (row["params_trainable"], row[metric]), fontsize=8,
+                    textcoords="offset points", xytext=(6, 8 if i % 2 == 0 else -14))
+    ax.set_xscale("log")
+    low, high = table[metric].min(), table[metric].max()
+    pad = max(0.02, 0.15 * (high - low))
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    _save(fig, path)
+
+
+def plot_per_label_scores(scores: pd.DataFrame, counts: pd.Series, path: str | Path,
+                          xlabel: str, title: str,
+                          count_name: str = "training examples") -> None:
+    """One row per label (most frequent in training on top, its count in the tick label),
+    one marker series per run (the columns of `scores`, indexed by label)."""
+    order = counts.sort_values().index
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.3 * len(order)))
+    y = np.arange(len(order))
+    for k, run in enumerate(scores.columns):
+        ax.scatter(scores.loc[order, run], y, label=run, s=28, zorder=3,
+                   marker="osD^v<>"[k % 7])
+    ax.set_yticks(y, [f"{label} ({counts[label]:,})" for label in order])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"label ({count_name}), most frequent on top")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
+def plot_f1_vs_frequency(f1: pd.DataFrame, counts: pd.Series, path: str | Path,
+                         title: str, name_run: str | None = None,
+                         count_name: str = "training examples") -> None:
+    """Per-label test F1 against the label's training count (log scale), one colour per run
+    (columns of `f1`); label names are written for `name_run` only, to stay readable."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for k, run in enumerate(f1.columns):
+        ax.scatter(counts[f1.index], f1[run], label=run, s=28, marker="osD^v<>"[k % 7])
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    if name_run is not None:
+        place_labels(ax, [(counts[label], f1.loc[label, name_run]) for label in f1.index],
+                     list(f1.index))
+    ax.set_xlabel(f"{count_name} carrying the label (log scale)")
+    ax.set_ylabel("test F1")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
+def plot_label_heatmap(matrix: np.ndarray, label_names: list[str], path: str | Path,
+                       title: str) -> None:
+    """Rows: true label; columns: predicted label; colour: share of the row's examples."""
+    n = len(label_names)
+    size = max(6.0, 0.32 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(n), label_names, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), label_names, fontsize=8)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
+                 label="share of the true label's examples predicted so")
+    _save(fig, path)
+
+
+def plot_word_importance(words: list[str], scores: list[float], path: str | Path,
+                         title: str, xlabel: str) -> None:
+    """Horizontal bars, one per word in text order (top to bottom); positive scores (the word
+    raises the probability) in one colour, negative in another."""
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.35 * max(len(words), 1)))
+    y = np.arange(len(words))
+    colours = ["#d62728" if s > 0 else "#1f77b4" for s in scores]
+    ax.barh(y, scores, color=colours)
+    ax.set_yticks(y, words)
+    ax.invert_yaxis()
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)

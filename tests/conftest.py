@@ -149,3 +149,17 @@ def make_cfg(goemotions_dir, tmp_path):
 @pytest.fixture
 def cfg(make_cfg) -> DictConfig:
     return make_cfg()
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch, tmp_path):
+    """W&B in offline mode, every file it writes outside a run directory kept in tmp_path."""
+    home = tmp_path / "wandb_home"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(home / "dir"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(home / "data"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return home

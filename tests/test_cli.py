@@ -75,19 +75,6 @@ def test_ddp_single_run_predicts_every_example(goemotions, tmp_path):
 # ---------------------------------------------------------------- W&B offline
 
 
-@pytest.fixture
-def wandb_offline(monkeypatch, tmp_path):
-    home = tmp_path / "wandb_home"
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(home / "dir"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / "config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(home / "cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(home / "data"))
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    return home
-
-
 def offline_runs(run_dir):
     return sorted((run_dir / "wandb").glob("offline-run-*"))
 
