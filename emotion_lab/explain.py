@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
+from emotion_lab.cli import CliError, parse_key_values, run_main
 from emotion_lab.figures import plot_word_importance
 from emotion_lab.rundir import RunDirError, load_model, predict_probs, read_json, write_json
 
@@ -34,11 +35,11 @@ log = logging.getLogger(__name__)
 NEGATIONS = {"no", "not", "nor", "never", "nothing", "none", "nobody", "nowhere", "cannot"}
 STOPWORDS = frozenset(ENGLISH_STOP_WORDS) - NEGATIONS
 WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
-DEFAULTS = {"run_dir": None, "text": None, "emotion": None, "n": "3", "out": None,
-            "occlusion": "remove", "keep_stopwords": "false"}
+DEFAULTS = {"run_dir": None, "text": None, "emotion": None, "n": 3, "out": None,
+            "occlusion": "remove", "keep_stopwords": False}
 
 
-class ExplainError(ValueError):
+class ExplainError(CliError):
     """Bad arguments; the message says what is wrong and what is valid."""
 
 
@@ -137,27 +138,12 @@ def pick_test_examples(explainer: Explainer, emotion: str, n: int) -> list[int]:
     return [int(i) for i in carrying[np.argsort(-probs[carrying, j])][:n]]
 
 
-def parse_args(argv: list[str]) -> dict[str, str]:
-    """key=value arguments, values kept verbatim (texts may hold '=', ',' or ':')."""
-    args = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise ExplainError(f"{arg!r}: expected key=value with key one of "
-                               f"{', '.join(DEFAULTS)}")
-        args[key] = value
-    if not args["run_dir"]:
-        raise ExplainError("run_dir=... is required: a directory written by emotion_lab.train")
-    return args
-
-
 def run(argv: list[str]) -> list[Path]:
-    args = parse_args(argv)
+    args = parse_key_values(argv, DEFAULTS)
     explainer = Explainer(args["run_dir"])
     out = Path(args["out"] or explainer.run_dir / "explanations")
     emotions = explainer.check(args["emotion"].split(",")) if args["emotion"] else None
-    options = {"occlusion": args["occlusion"],
-               "keep_stopwords": args["keep_stopwords"].lower() in ("true", "1", "yes")}
+    options = {"occlusion": args["occlusion"], "keep_stopwords": args["keep_stopwords"]}
     if args["text"] is not None:
         return write_explanation(explainer.explain(args["text"], emotions, **options), out,
                                  "text")
@@ -167,7 +153,7 @@ def run(argv: list[str]) -> list[Path]:
     texts = read_json(explainer.run_dir / "test_texts.json")
     jobs: dict[int, list[str]] = {}  # one pass per text, even when several emotions chose it
     for emotion in emotions:
-        for i in pick_test_examples(explainer, emotion, int(args["n"])):
+        for i in pick_test_examples(explainer, emotion, args["n"]):
             jobs.setdefault(i, []).append(emotion)
     written = []
     for i, chosen in tqdm(jobs.items(), desc="explaining", unit="text"):
@@ -177,15 +163,7 @@ def run(argv: list[str]) -> list[Path]:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        written = run(sys.argv[1:])
-    except (ExplainError, RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+    return run_main(lambda argv: [print(p) for p in run(argv)], (RunDirError,))
 
 
 if __name__ == "__main__":

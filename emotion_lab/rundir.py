@@ -141,20 +141,29 @@ def load_arrays(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
 @torch.inference_mode()
 def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int = 128,
                   batch_size: int = 64, single_label: bool = False,
-                  temperatures: list[float] | None = None) -> np.ndarray:
+                  temperatures: list[float] | None = None, device: str | torch.device = "cpu",
+                  autocast: torch.dtype | None = None, progress=None) -> np.ndarray:
     """Probabilities for texts (sigmoid per label, divided by the run's fitted temperatures
     when it has them; softmax for single-label tasks), batched in length order, returned in
-    input order."""
+    input order. `autocast` (e.g. torch.bfloat16) runs the model under autocast on `device`;
+    `progress(n)` is called after each batch with its size."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    device = torch.device(device)
+    scale = None if temperatures is None else torch.tensor(temperatures, device=device)
     probs: dict[int, np.ndarray] = {}
     for idx in batches:
         enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
                         padding=True, return_tensors="pt")
-        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+        with torch.autocast(device.type, dtype=autocast or torch.float32,
+                            enabled=autocast is not None):
+            logits = model(input_ids=enc["input_ids"].to(device),
+                           attention_mask=enc["attention_mask"].to(device)).logits
         logits = logits.float()
-        if temperatures is not None:
-            logits = logits / torch.tensor(temperatures)
+        if scale is not None:
+            logits = logits / scale
         p = torch.softmax(logits, -1) if single_label else torch.sigmoid(logits)
-        probs.update(zip(idx, p.numpy(), strict=True))
+        probs.update(zip(idx, p.cpu().numpy(), strict=True))
+        if progress is not None:
+            progress(len(idx))
     return np.stack([probs[i] for i in range(len(texts))])

@@ -1,0 +1,232 @@
+"""Export a trained run to standard formats.
+
+    python -m emotion_lab.export run_dir=<run> format=hf out=exports/hf
+    python -m emotion_lab.export run_dir=<run> format=onnx out=exports/onnx quantize=true
+
+`hf`: a plain Hugging Face model directory (LoRA merged into the backbone with PEFT's
+merge_and_unload, the fitted temperatures folded into the output layer, label names in
+`id2label`, thresholds in `config.emotion_lab`), which
+`transformers.pipeline("text-classification", model=out, top_k=None,
+function_to_apply="sigmoid")` loads. Only runs with HF's own sequence-classification head
+(`model.head.pooling=cls`) have a transformers class; emotion_lab's own head (mean pooling,
+MiniLM's default) exports to ONNX instead.
+
+`onnx`: `model.onnx` (inputs input_ids and attention_mask; outputs calibrated `logits` and
+`probs`), the tokenizer and `emotion_lab_onnx.json` (labels, thresholds); `quantize=true`
+adds `model.int8.onnx` (onnxruntime dynamic int8 quantization). Outputs are checked
+against PyTorch, and with evaluate=true the test macro-F1 of each file is measured on the
+run's test split (export_report.json).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from emotion_lab.backbones import PooledClassifier
+from emotion_lab.cli import CliError, parse_key_values, run_main
+from emotion_lab.metrics import f1_scores
+from emotion_lab.predictor import EmotionClassifier
+from emotion_lab.rundir import RunDirError, load_model, read_json, write_json
+
+DEFAULTS = {"run_dir": None, "format": "onnx", "out": None, "quantize": False,
+            "evaluate": True, "opset": 18}
+# ONNX Runtime against PyTorch, fp32, on the same texts: the largest probability difference
+# accepted (measured differences are ~1e-6; fused kernels reorder float sums).
+ONNX_TOLERANCE = 1e-4
+CHECK_TEXTS = ["Thank you so much, this made my day!", "I can't believe they did that.",
+               "ok", "Why would anyone think that is a good idea? It is awful and sad."]
+
+
+class ExportError(CliError):
+    """A run that cannot be exported in the asked format; the message says what can."""
+
+
+def plain_model(model: nn.Module) -> nn.Module:
+    """The classifier without PEFT wrappers: LoRA weights merged into the backbone."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def output_layer(model: nn.Module, num_labels: int) -> nn.Linear:
+    """The last linear layer with one output per label: the one temperatures scale."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)
+              and m.out_features == num_labels]
+    if not layers:
+        raise ExportError(f"no linear layer with {num_labels} outputs to fold temperatures into")
+    return layers[-1]
+
+
+@torch.no_grad()
+def fold_temperatures(model: nn.Module, temperatures: list[float] | None) -> None:
+    """Divide the output layer by each label's temperature: logits come out calibrated."""
+    if temperatures is None:
+        return
+    layer = output_layer(model, len(temperatures))
+    t = torch.tensor(temperatures, dtype=layer.weight.dtype)
+    layer.weight.div_(t[:, None])
+    if layer.bias is not None:
+        layer.bias.div_(t)
+
+
+def _load(run_dir: Path) -> tuple[nn.Module, Any, dict[str, Any], dict[str, Any]]:
+    thresholds = read_json(run_dir / "thresholds.json")
+    model, tokenizer, spec = load_model(run_dir / "model")
+    model = plain_model(model).eval()
+    fold_temperatures(model, spec.get("temperatures"))
+    return model, tokenizer, spec, thresholds
+
+
+def export_hf(run_dir: Path, out: Path) -> dict[str, Any]:
+    model, tokenizer, spec, thresholds = _load(run_dir)
+    if isinstance(model, PooledClassifier):
+        raise ExportError(
+            f"{run_dir} uses emotion_lab's own head (pooling={spec['head']['pooling']}"
+            f"{', hidden layer' if spec['head'].get('hidden_size') else ''}), which transformers "
+            f"has no class for, so no pipeline could load it. Export format=onnx (portable, any "
+            f"head), or train with model.head.pooling=cls for an HF head.")
+    single = spec.get("problem_type") == "single_label"
+    model.config.id2label = dict(enumerate(spec["labels"]))
+    model.config.label2id = {name: i for i, name in enumerate(spec["labels"])}
+    model.config.problem_type = ("single_label_classification" if single
+                                 else "multi_label_classification")
+    model.config.emotion_lab = {"thresholds": thresholds,
+                                "temperatures_folded": spec.get("temperatures"),
+                                "source_run": str(run_dir)}
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(out), top_k=None,
+                    function_to_apply="softmax" if single else "sigmoid")
+    ours = EmotionClassifier.from_run(run_dir, precision="fp32").scores(CHECK_TEXTS)
+    theirs = np.array([[{d["label"]: d["score"] for d in row}[name] for name in spec["labels"]]
+                       for row in pipe(CHECK_TEXTS)])
+    return {"format": "hf", "out": str(out),
+            "pipeline_max_abs_diff": float(np.abs(ours - theirs).max())}
+
+
+class OnnxGraph(nn.Module):
+    """What the ONNX file computes: calibrated logits and probabilities."""
+
+    def __init__(self, model: nn.Module, single_label: bool) -> None:
+        super().__init__()
+        self.model, self.single_label = model, single_label
+
+    def forward(self, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits, (torch.softmax(logits, -1) if self.single_label else torch.sigmoid(logits))
+
+
+class OnnxModel:
+    """An ONNX Runtime session that answers like a torch classifier (`.logits`)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        logits = self.session.run(["logits"], {"input_ids": input_ids.numpy(),
+                                               "attention_mask": attention_mask.numpy()})[0]
+        return SimpleNamespace(logits=torch.from_numpy(logits))
+
+    def to(self, device: Any) -> OnnxModel:
+        return self
+
+    def eval(self) -> OnnxModel:
+        return self
+
+
+def load_onnx(export_dir: str | Path, file: str = "model.onnx", **kwargs: Any) -> EmotionClassifier:
+    """An EmotionClassifier whose scores come from an exported ONNX file (CPU)."""
+    from transformers import AutoTokenizer
+
+    export_dir = Path(export_dir)
+    meta = read_json(export_dir / "emotion_lab_onnx.json")
+    if not (export_dir / file).is_file():
+        raise RunDirError(f"{export_dir / file}: missing (quantize=true writes model.int8.onnx)")
+    thresholds = [meta["thresholds"][name] for name in meta["labels"]]
+    return EmotionClassifier(OnnxModel(export_dir / file),
+                             AutoTokenizer.from_pretrained(export_dir), meta["labels"],
+                             None if None in thresholds else np.array(thresholds),
+                             None, meta["problem_type"] == "single_label",
+                             meta["max_length"], device="cpu", precision="fp32", **kwargs)
+
+
+def measure_test_macro_f1(clf: EmotionClassifier, run_dir: Path) -> float:
+    texts, labels = read_json(run_dir / "test_texts.json"), np.load(run_dir / "test_labels.npy")
+    probs = clf.scores(texts)
+    return f1_scores(clf.decide(probs).astype(float), labels, np.full(len(clf.labels), 0.5))[
+        "macro_f1"]
+
+
+def export_onnx(run_dir: Path, out: Path, quantize: bool, evaluate: bool,
+                opset: int) -> dict[str, Any]:
+    model, tokenizer, spec, thresholds = _load(run_dir)
+    single = spec.get("problem_type") == "single_label"
+    graph = OnnxGraph(model, single).eval()
+    example = tokenizer(CHECK_TEXTS[:2], padding=True, return_tensors="pt")
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(graph, (example["input_ids"], example["attention_mask"]),
+                      str(out / "model.onnx"), input_names=["input_ids", "attention_mask"],
+                      output_names=["logits", "probs"], opset_version=opset, dynamo=True,
+                      dynamic_shapes={"input_ids": {0: batch, 1: sequence},
+                                      "attention_mask": {0: batch, 1: sequence}},
+                      external_data=False)
+    tokenizer.save_pretrained(out)
+    write_json(out / "emotion_lab_onnx.json", {
+        "labels": spec["labels"], "thresholds": thresholds, "problem_type":
+        spec.get("problem_type", "multi_label"), "max_length": spec["backbone"]["max_length"],
+        "temperatures_folded": spec.get("temperatures"), "source_run": str(run_dir)})
+    reference = EmotionClassifier.from_run(run_dir, precision="fp32")
+    exported = load_onnx(out)
+    diff = float(np.abs(reference.scores(CHECK_TEXTS) - exported.scores(CHECK_TEXTS)).max())
+    if diff > ONNX_TOLERANCE:
+        raise ExportError(f"ONNX outputs differ from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE})")
+    report: dict[str, Any] = {"format": "onnx", "out": str(out), "opset": opset,
+                              "max_abs_diff_vs_pytorch": diff, "tolerance": ONNX_TOLERANCE}
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(out / "model.onnx", out / "model.int8.onnx",
+                         weight_type=QuantType.QInt8)
+        quantized = load_onnx(out, "model.int8.onnx")
+        report["int8_max_abs_diff_vs_pytorch"] = float(np.abs(
+            reference.scores(CHECK_TEXTS) - quantized.scores(CHECK_TEXTS)).max())
+    if evaluate and (run_dir / "test_texts.json").is_file():
+        report["test_macro_f1"] = {"pytorch": measure_test_macro_f1(reference, run_dir),
+                                   "onnx": measure_test_macro_f1(exported, run_dir)}
+        if quantize:
+            report["test_macro_f1"]["onnx_int8"] = measure_test_macro_f1(quantized, run_dir)
+    return report
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    args = parse_key_values(argv, DEFAULTS)
+    run_dir = Path(args["run_dir"])
+    out = Path(args["out"] or run_dir / f"export_{args['format']}")
+    if args["format"] == "hf":
+        report = export_hf(run_dir, out)
+    elif args["format"] == "onnx":
+        report = export_onnx(run_dir, out, args["quantize"], args["evaluate"], args["opset"])
+    else:
+        raise ExportError(f"format={args['format']}: choose hf or onnx")
+    write_json(out / "export_report.json", report)
+    print(report)
+    return report
+
+
+def main() -> int:
+    return run_main(run, (RunDirError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Apply a trained run: `EmotionClassifier.from_run(run_dir).predict(texts)`.
+
+    from emotion_lab.predictor import EmotionClassifier
+    clf = EmotionClassifier.from_run("outputs/train/runs/2026-11-22_08-00-00")
+    clf.predict("Thank you so much!")                 # emotions above the run's thresholds
+    clf.predict(texts, top_k=3, all_scores=True)      # the 3 most likely, and every score
+
+Needs only the run directory (no training config): the model folder, thresholds.json and the
+temperatures in the model spec. Texts are scored in length-sorted batches under
+`torch.inference_mode`, with bf16 autocast where the hardware runs bf16 natively.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emotion_lab.hardware import cpu_has_native_bf16
+from emotion_lab.rundir import load_model, predict_probs, read_json
+
+log = logging.getLogger(__name__)
+
+
+class PredictError(ValueError):
+    """Input the predictor cannot score; the message says which item and why."""
+
+
+def fast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where it is native (recent GPUs, CPUs with AVX512-BF16 or AMX), else None: fp32."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_native_bf16() else None
+
+
+class EmotionClassifier:
+    """A run's model, labels, thresholds and temperatures, ready to score texts."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, labels: list[str],
+                 thresholds: np.ndarray | None, temperatures: list[float] | None = None,
+                 single_label: bool = False, max_length: int = 128, batch_size: int = 64,
+                 device: str | None = None, precision: str = "auto") -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.tokenizer, self.labels = tokenizer, labels
+        self.thresholds, self.temperatures = thresholds, temperatures
+        self.single_label, self.max_length, self.batch_size = single_label, max_length, batch_size
+        if precision not in ("auto", "fp32", "bf16"):
+            raise PredictError(f"precision={precision}: choose auto, fp32 or bf16")
+        self.autocast = {"auto": fast_dtype(self.device), "fp32": None,
+                         "bf16": torch.bfloat16}[precision]
+        # texts longer than this cannot fit max_length tokens anyway; cutting them first keeps
+        # a 100,000-character input from costing a 100,000-character tokenization
+        self.max_chars = 32 * max_length
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **kwargs: Any) -> EmotionClassifier:
+        """Load a run directory written by `python -m emotion_lab.train`."""
+        run_dir = Path(run_dir)
+        thresholds = read_json(run_dir / "thresholds.json")
+        model, tokenizer, spec = load_model(run_dir / "model")
+        labels = spec["labels"]
+        values = [thresholds.get(name) for name in labels]
+        return cls(model, tokenizer, labels,
+                   None if None in values else np.array(values, dtype=np.float32),
+                   spec.get("temperatures"), spec.get("problem_type") == "single_label",
+                   int(spec["backbone"].get("max_length") or 128), **kwargs)
+
+    def check_texts(self, texts: Sequence[Any]) -> list[str]:
+        """The texts, cut to `max_chars`, or a PredictError naming every bad item."""
+        not_str = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if not_str:
+            raise PredictError(f"item(s) {not_str[:10]} are not strings (first is "
+                               f"{type(texts[not_str[0]]).__name__}); send texts as strings.")
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            raise PredictError(f"item(s) {empty[:10]} are empty or whitespace only; there is "
+                               f"nothing to classify (drop them or give text).")
+        long = [i for i, t in enumerate(texts) if len(t) > self.max_chars]
+        if long:
+            log.warning("%d text(s) longer than %d characters (item %d has %d): the model reads "
+                        "the first %d tokens of each", len(long), self.max_chars, long[0],
+                        len(texts[long[0]]), self.max_length)
+        return [t[:self.max_chars] for t in texts]
+
+    def scores(self, texts: Sequence[str],
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """(len(texts), num_labels) calibrated probabilities, in input order."""
+        texts = self.check_texts(texts)
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return predict_probs(self.model, self.tokenizer, texts, self.max_length,
+                             self.batch_size, self.single_label, self.temperatures,
+                             self.device, self.autocast, progress)
+
+    def decide(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """0/1 predictions: above the thresholds (or `threshold` for every label); the arg-max
+        class for single-label runs."""
+        if self.single_label:
+            preds = np.zeros(probs.shape, dtype=bool)
+            preds[np.arange(len(probs)), probs.argmax(axis=1)] = True
+            return preds
+        return probs >= (self.thresholds if threshold is None else threshold)
+
+    def predict(self, texts: str | Sequence[str], top_k: int | None = None,
+                threshold: float | None = None, all_scores: bool = False,
+                progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """Per text, {"emotions": [{"label", "score"}, ...]} best first: the labels above
+        their thresholds (`threshold` overrides them all), or the `top_k` most probable
+        whatever the thresholds; with `all_scores`, also {"scores": {label: p}}."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if threshold is not None and not 0 < threshold < 1:
+            raise PredictError(f"threshold={threshold}: must lie strictly between 0 and 1")
+        if top_k is not None and top_k < 1:
+            raise PredictError(f"top_k={top_k}: must be at least 1")
+        probs = self.scores(texts, progress)
+        chosen = self.decide(probs, threshold)
+        results = []
+        for p, keep in zip(probs, chosen, strict=True):
+            order = np.argsort(-p)
+            picked = order[:top_k] if top_k is not None else [j for j in order if keep[j]]
+            result: dict[str, Any] = {"emotions": [{"label": self.labels[j],
+                                                    "score": float(p[j])} for j in picked]}
+            if all_scores:
+                result["scores"] = dict(zip(self.labels, map(float, p), strict=True))
+            results.append(result)
+        return results

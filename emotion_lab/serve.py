@@ -1,0 +1,85 @@
+"""An HTTP service for a trained run (FastAPI + uvicorn; pip install -e ".[serve]").
+
+    python -m emotion_lab.serve run_dir=<run> port=8000
+    curl -s localhost:8000/analyze -H 'content-type: application/json' \
+        -d '{"text": ["Thank you!", "This is awful."], "top_k": 2}'
+
+POST /analyze takes one text or a list; GET /labels, GET /health; OpenAPI docs at /docs.
+Texts longer than max_chars and batches larger than max_batch are refused with 413, empty
+texts and non-string items with 422, each with a message that says which item.
+"""
+
+import sys
+from typing import Any
+
+from emotion_lab.cli import CliError, parse_key_values, run_main
+from emotion_lab.predictor import EmotionClassifier, PredictError
+from emotion_lab.rundir import RunDirError
+
+DEFAULTS = {"run_dir": None, "host": "127.0.0.1", "port": 8000, "max_chars": 5000,
+            "max_batch": 256, "batch_size": 64, "precision": "auto"}
+
+
+def create_app(clf: EmotionClassifier, max_chars: int = 5000, max_batch: int = 256):
+    """The FastAPI app around a loaded classifier (tests use it with TestClient)."""
+    from fastapi import FastAPI, HTTPException
+    from pydantic import BaseModel, Field
+
+    class AnalyzeRequest(BaseModel):
+        text: Any = Field(description="one text, or a list of texts")
+        top_k: int | None = Field(None, ge=1, description="the k most probable labels")
+        threshold: float | None = Field(None, gt=0, lt=1, description="one threshold for all")
+        all_scores: bool = Field(False, description="also return every label's score")
+
+    app = FastAPI(title="emotion_lab", description="Emotions of texts, from a trained run.")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "labels": len(clf.labels), "device": str(clf.device)}
+
+    @app.get("/labels")
+    def labels() -> dict[str, Any]:
+        thresholds = None if clf.thresholds is None else dict(
+            zip(clf.labels, map(float, clf.thresholds), strict=True))
+        return {"labels": clf.labels, "thresholds": thresholds}
+
+    @app.post("/analyze")
+    def analyze(request: AnalyzeRequest) -> dict[str, Any]:
+        single = isinstance(request.text, str)
+        texts = [request.text] if single else request.text
+        if not isinstance(texts, list):
+            raise HTTPException(422, "text must be a string or a list of strings")
+        if len(texts) > max_batch:
+            raise HTTPException(413, f"{len(texts)} texts in one request; the limit is "
+                                     f"{max_batch} (max_batch). Split the request.")
+        long = [i for i, t in enumerate(texts) if isinstance(t, str) and len(t) > max_chars]
+        if long:
+            raise HTTPException(413, f"item(s) {long[:10]} longer than {max_chars} characters "
+                                     f"(max_chars); shorten them.")
+        try:
+            results = clf.predict(texts, request.top_k, request.threshold, request.all_scores)
+        except PredictError as e:
+            raise HTTPException(422, str(e)) from e
+        return results[0] if single else {"results": results}
+
+    return app
+
+
+def run(argv: list[str]) -> None:
+    args = parse_key_values(argv, DEFAULTS)
+    try:
+        import uvicorn
+    except ImportError as e:
+        raise CliError('serving needs FastAPI and uvicorn: pip install -e ".[serve]"') from e
+    clf = EmotionClassifier.from_run(args["run_dir"], batch_size=args["batch_size"],
+                                     precision=args["precision"])
+    uvicorn.run(create_app(clf, args["max_chars"], args["max_batch"]), host=args["host"],
+                port=args["port"])
+
+
+def main() -> int:
+    return run_main(run, (RunDirError, PredictError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
