@@ -194,10 +194,19 @@ def export_onnx(run_dir: Path, out: Path, quantize: bool, evaluate: bool,
     report: dict[str, Any] = {"format": "onnx", "out": str(out), "opset": opset,
                               "max_abs_diff_vs_pytorch": diff, "tolerance": ONNX_TOLERANCE}
     if quantize:
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(out / "model.onnx", out / "model.int8.onnx",
-                         weight_type=QuantType.QInt8)
+        # The dynamo exporter's recorded intermediate shapes can disagree with ONNX's own
+        # shape inference, which quantization reruns; dropping them lets it infer afresh.
+        graph_proto = onnx.load(out / "model.onnx")
+        graph_proto.graph.ClearField("value_info")
+        stripped = out / "model.fp32-no-shapes.onnx"
+        onnx.save(graph_proto, stripped)
+        try:
+            quantize_dynamic(stripped, out / "model.int8.onnx", weight_type=QuantType.QInt8)
+        finally:
+            stripped.unlink(missing_ok=True)
         quantized = load_onnx(out, "model.int8.onnx")
         report["int8_max_abs_diff_vs_pytorch"] = float(np.abs(
             reference.scores(CHECK_TEXTS) - quantized.scores(CHECK_TEXTS)).max())

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import EMOTIONS, compose_train_cfg
 
+from emotion_lab.cli import CliError
 from emotion_lab.explain import Explainer, ExplainError, run, words_of
 from emotion_lab.train import train
 
@@ -92,7 +93,7 @@ def test_bad_input_gets_a_message(run_dir, tmp_path):
         run([f"run_dir={run_dir}", "text=hi", "emotion=happiness"])
     with pytest.raises(ExplainError, match="empty"):
         run([f"run_dir={run_dir}", "text=   "])
-    with pytest.raises(ExplainError, match="key one of"):
+    with pytest.raises(CliError, match="key one of"):
         run([f"run_dir={run_dir}", "txt=hi"])
     done = subprocess.run([sys.executable, "-m", "emotion_lab.explain", f"run_dir={tmp_path}",
                            "text=hi"], capture_output=True, text=True)
