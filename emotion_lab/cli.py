@@ -11,6 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from emotion_lab.backbones import BackboneError
+from emotion_lab.rundir import RunDirError
+
 
 class CliError(ValueError):
     """A bad command line; the message says what is wrong and what is valid."""
@@ -45,12 +48,13 @@ def parse_key_values(argv: list[str], defaults: dict[str, Any],
     return args
 
 
-def run_main(work: Callable[[list[str]], Any], errors: tuple[type[Exception], ...]) -> int:
-    """Run `work(argv)`; the expected errors become one line on stderr and exit code 2."""
+def run_main(work: Callable[[list[str]], Any], errors: tuple[type[Exception], ...] = ()) -> int:
+    """Run `work(argv)`; bad arguments, incomplete run directories, unloadable models and
+    `errors` become one line on stderr and exit code 2, not a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         work(sys.argv[1:])
-    except (CliError, *errors) as e:
+    except (CliError, RunDirError, BackboneError, *errors) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

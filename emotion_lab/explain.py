@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 # Negations flip an emotion ("not happy"); scikit-learn's list would hide them.
 NEGATIONS = {"no", "not", "nor", "never", "nothing", "none", "nobody", "nowhere", "cannot"}
 STOPWORDS = frozenset(ENGLISH_STOP_WORDS) - NEGATIONS
-WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
+# placeholders such as GoEmotions' [NAME] are one word; then words with apostrophes; then
+# each punctuation mark
+WORD = re.compile(r"\[[A-Z]+\]|\w+(?:['’]\w+)*|[^\w\s]")
 DEFAULTS = {"run_dir": None, "text": None, "emotion": None, "n": 3, "out": None,
             "occlusion": "remove", "keep_stopwords": False}
 
@@ -114,7 +116,7 @@ def write_explanation(result: dict[str, Any], out: Path, stem: str) -> list[Path
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{stem}.json", result)
     paths = [out / f"{stem}.json"]
-    short = result["text"] if len(result["text"]) <= 70 else result["text"][:67] + "..."
+    short = result["text"] if len(result["text"]) <= 180 else result["text"][:177] + "..."
     for emotion, scored in result["emotions"].items():
         path = out / f"{stem}_{emotion}.png"
         plot_word_importance([w["word"] for w in scored["words"]],
@@ -163,7 +165,7 @@ def run(argv: list[str]) -> list[Path]:
 
 
 def main() -> int:
-    return run_main(lambda argv: [print(p) for p in run(argv)], (RunDirError,))
+    return run_main(lambda argv: [print(p) for p in run(argv)])
 
 
 if __name__ == "__main__":

@@ -234,7 +234,7 @@ def run(argv: list[str]) -> dict[str, Any]:
 
 
 def main() -> int:
-    return run_main(run, (RunDirError,))
+    return run_main(run)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -191,6 +192,6 @@ def plot_word_importance(words: list[str], scores: list[float], path: str | Path
     ax.invert_yaxis()
     ax.axvline(0, color="grey", linewidth=0.8)
     ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 70), fontsize=10)  # long texts: wrap, never cut off
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)

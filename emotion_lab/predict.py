@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 from emotion_lab.cli import CliError, parse_key_values, run_main
 from emotion_lab.data import DataError
 from emotion_lab.predictor import EmotionClassifier, PredictError
-from emotion_lab.rundir import RunDirError
 from emotion_lab.tables import LINE_OFFSETS, _decode, read_table
 
 DEFAULTS = {"run_dir": None, "text": None, "input": None, "output": None,
@@ -132,7 +131,7 @@ def run(argv: list[str]) -> Any:
 
 
 def main() -> int:
-    return run_main(run, (DataError, RunDirError, PredictError))
+    return run_main(run, (DataError, PredictError))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ COLUMNS = {
     "backbone": "backbone", "adapter": "adapter", "threshold_policy": "threshold_policy",
     "calibration": "calibration", "params_trainable": "params/trainable",
     "params_total": "params/total", "trainable_share": "params/trainable_share",
-    "train_seconds": None, "samples_per_second": "time/train_samples_per_second",
+    "train_seconds": None, "train_samples_per_second": "time/train_samples_per_second",
     "val_macro_f1": "val/macro_f1", "val_micro_f1": "val/micro_f1",
     "test_macro_f1": "test/macro_f1", "test_micro_f1": "test/micro_f1",
     "test_macro_f1_at_0.3": "test/macro_f1_at_0.3", "test_macro_f1_at_0.5": "test/macro_f1_at_0.5",
@@ -240,7 +240,7 @@ def write_report(paths: list[str | Path], out: str | Path | None = None,
           f"{len(runs)} run(s) below {', '.join(f'`{p}`' for p in paths)}. Thresholds and "
           "temperatures were fitted on validation by each run; the best run is chosen by "
           "validation macro-F1. ECE: test macro expected calibration error (15 bins), before "
-          "and after temperature scaling.", "", markdown_table(shown), "",
+          "and after temperature scaling.", "", markdown_table(shown), "", *feature_note(runs),
           "Run directories:", "", *[f"- {r.name}: `{r.path}`" for r in runs], "",
           "## Figures", "",
           "![F1 vs params](report_figures/macro_f1_vs_trainable_params.png)", "",
@@ -256,6 +256,16 @@ def write_report(paths: list[str | Path], out: str | Path | None = None,
     log_to_wandb(table, [p for p in written.values() if p.suffix == ".png"], wandb, out)
     log.info("wrote %s", out / "report.md")
     return written
+
+
+def feature_note(runs: list[Run]) -> list[str]:
+    cached = [r for r in runs if r.metrics.get("time/feature_seconds") is not None]
+    if not cached:
+        return []
+    return [f"{', '.join(r.name for r in cached)}: the head trains on cached backbone "
+            "features, so train_samples_per_second counts head steps only; train_seconds "
+            "includes the feature pass (" + ", ".join(
+                f"{r.metrics['time/feature_seconds']:.0f} s" for r in cached) + ").", ""]
 
 
 def log_to_wandb(table: pd.DataFrame, figures: list[Path], force: bool, out: Path) -> None:

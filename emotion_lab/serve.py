@@ -14,7 +14,6 @@ from typing import Any
 
 from emotion_lab.cli import CliError, parse_key_values, run_main
 from emotion_lab.predictor import EmotionClassifier, PredictError
-from emotion_lab.rundir import RunDirError
 
 DEFAULTS = {"run_dir": None, "host": "127.0.0.1", "port": 8000, "max_chars": 5000,
             "max_batch": 256, "batch_size": 64, "precision": "auto"}
@@ -78,7 +77,7 @@ def run(argv: list[str]) -> None:
 
 
 def main() -> int:
-    return run_main(run, (RunDirError, PredictError))
+    return run_main(run, (PredictError,))
 
 
 if __name__ == "__main__":

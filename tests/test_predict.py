@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -132,6 +133,13 @@ def test_predict_cli_messages(run_dir, tmp_path):
                           text=True)
     assert done.returncode == 2 and "thresholds.json: missing" in done.stderr
     assert "Traceback" not in done.stderr
+    no_weights = tmp_path / "no_weights"
+    shutil.copytree(run_dir, no_weights)
+    (no_weights / "model" / "model.safetensors").unlink()
+    done = subprocess.run([sys.executable, "-m", "emotion_lab.predict", f"run_dir={no_weights}",
+                           "text=hi"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "model.safetensors" in done.stderr, done.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- HTTP
