@@ -37,6 +37,13 @@ def fast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
+def merged(model: torch.nn.Module) -> torch.nn.Module:
+    """The classifier without PEFT wrappers: LoRA folded into the backbone's weights. Same
+    scores, no extra low-rank matmuls per layer (benchmarks/predict_speed.py: 5% more
+    texts/s and a quarter less single-text latency on a 2-core CPU)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
 class EmotionClassifier:
     """A run's model, labels, thresholds and temperatures, ready to score texts."""
 
@@ -63,6 +70,7 @@ class EmotionClassifier:
         run_dir = Path(run_dir)
         thresholds = read_json(run_dir / "thresholds.json")
         model, tokenizer, spec = load_model(run_dir / "model")
+        model = merged(model)
         labels = spec["labels"]
         values = [thresholds.get(name) for name in labels]
         return cls(model, tokenizer, labels,

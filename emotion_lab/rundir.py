@@ -115,8 +115,17 @@ def load_model(model_dir: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     for key in ("model", "tokenizer"):
         if backbone.get(key) == ".":
             backbone[key] = str(model_dir)
-    model, _ = build_classifier(backbone, spec["labels"], spec["head"],
-                                spec.get("problem_type", "multi_label"))
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    # Rebuilding reports the head (or pooler) as freshly initialised before the trained
+    # weights are loaded into it below: true, expected, and alarming to read; hidden.
+    hf_logging.set_verbosity_error()
+    try:
+        model, _ = build_classifier(backbone, spec["labels"], spec["head"],
+                                    spec.get("problem_type", "multi_label"))
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if (model_dir / "adapter").is_dir():
         from peft import PeftModel
 
