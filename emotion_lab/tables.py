@@ -7,6 +7,7 @@ builds the label matrices and splits val/test off train where no file was given.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
@@ -56,6 +57,18 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def _check_field_counts(path: Path, text: str, sep: str) -> None:
+    """A row with more fields than the header would shift its columns (pandas makes the extra
+    one an index, or drops it): refuse it, naming the line."""
+    rows = csv.reader(io.StringIO(text), delimiter=sep)
+    header = next(rows, [])
+    for row in rows:
+        if len(row) > len(header):
+            raise DataError(f"{path}, line {rows.line_num}: {len(row)} fields, but the header "
+                            f"has {len(header)}; quote fields that contain the separator "
+                            f"({sep!r}), e.g. \"Thanks, really\".")
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """One file as a DataFrame, read by its suffix: .csv, .tsv, .jsonl or .parquet."""
     path, suffix = Path(path), Path(path).suffix.lower()
@@ -72,8 +85,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     elif suffix == ".jsonl":
         frame = _read_jsonl(path)
     else:  # CSV fields are all text: str keeps texts like "42" or "NA" as written
+        text, sep = _decode(path), "\t" if suffix == ".tsv" else ","
+        _check_field_counts(path, text, sep)
         try:
-            frame = pd.read_csv(io.StringIO(_decode(path)), sep="\t" if suffix == ".tsv" else ",",
+            frame = pd.read_csv(io.StringIO(text), sep=sep, index_col=False,
                                 dtype=str, keep_default_na=False, na_values=[""])
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             raise DataError(f"{path}: cannot be read as {suffix[1:].upper()} ({e}).") from e

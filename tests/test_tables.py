@@ -314,3 +314,17 @@ def test_hub_class_label_names_and_carved_val(monkeypatch):
     assert all(text.startswith("train") for text in data.splits["val"].texts)
     assert data.splits["test"].texts == [f"test {i}" for i in range(10)]
     assert data.splits["test"].labels.argmax(axis=1).tolist() == [i % 2 for i in range(10)]
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused(tmp_path):
+    # unquoted, the comma splits the text: pandas would make "Thanks" an index and keep
+    # only " really" as the text, silently
+    path = write_lines(tmp_path / "t.csv", "text,label", '"fine, quoted",joy',
+                       "Thanks, really,gratitude")
+    with pytest.raises(DataError, match=r"t.csv, line 3: 3 fields, but the header has 2"):
+        read_table(path)
+    write_lines(path, "text,label", '"fine, quoted",joy', '"multi\nline",joy', "a,b,c")
+    with pytest.raises(DataError, match="line 5: 3 fields"):  # physical line, after a newline
+        read_table(path)
+    write_lines(path, "text,label", '"Thanks, really",gratitude')
+    assert read_table(path)["text"].tolist() == ["Thanks, really"]
