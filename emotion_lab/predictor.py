@@ -39,8 +39,8 @@ def fast_dtype(device: torch.device) -> torch.dtype | None:
 
 def merged(model: torch.nn.Module) -> torch.nn.Module:
     """The classifier without PEFT wrappers: LoRA folded into the backbone's weights. Same
-    scores, no low-rank matmuls per layer: benchmarks/predict_speed.py measured the same
-    throughput (within noise) and 15-25% lower single-text latency on a 2-core CPU."""
+    scores, no low-rank matmuls per layer: benchmarks/predict_speed.py measured 1.06x the
+    throughput (within noise) and lower single-text latency on a 2-core CPU."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
