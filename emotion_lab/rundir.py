@@ -1,7 +1,8 @@
 """The run directory: the contract between training and everything after it.
 
     metrics.json        val/test summary metrics, parameter counts, timing
-    per_label.csv       split, label, support, precision, recall, f1, pr_auc, threshold
+    per_label.csv       split, label, support, precision, recall, f1, pr_auc, ece, brier,
+                        threshold
     thresholds.json     {label: threshold}, fitted on validation (null: single-label, arg-max)
     temperatures.json   {label: T} when calibration is on (fitted on validation); the probs
                         arrays are then calibrated, *_probs_uncalibrated.npy the raw ones
