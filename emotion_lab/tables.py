@@ -38,7 +38,7 @@ def _decode(path: Path) -> str:
         raise DataError(f"{path}, line {line}: not valid UTF-8 ({e.reason}); save the file as "
                         f"UTF-8, e.g. iconv -f latin1 -t utf-8 in.csv > out.csv.") from None
     if not text.strip():
-        raise DataError(f"{path}: the file is empty; expected labelled examples.")
+        raise DataError(f"{path}: the file is empty; expected examples in it.")
     return text
 
 
@@ -93,7 +93,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             raise DataError(f"{path}: cannot be read as {suffix[1:].upper()} ({e}).") from e
     if len(frame) == 0:
-        raise DataError(f"{path}: no rows, only a header; expected labelled examples.")
+        raise DataError(f"{path}: no rows, only a header; expected one row per example.")
     return frame
 
 

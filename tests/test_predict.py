@@ -206,3 +206,16 @@ def test_real_server_on_localhost(run_dir):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_predict_an_empty_file_says_so(run_dir, tmp_path):
+    from emotion_lab.data import DataError
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="empty.txt: the file is empty"):
+        predict_cli([f"run_dir={run_dir}", f"input={empty}", f"output={tmp_path / 'o.jsonl'}"])
+    with pytest.raises(DataError, match="no such file"):
+        predict_cli([f"run_dir={run_dir}", f"input={tmp_path / 'nope.csv'}",
+                     f"output={tmp_path / 'o.jsonl'}"])
+    assert not (tmp_path / "o.jsonl").exists()
