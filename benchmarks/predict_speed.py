@@ -95,7 +95,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     latency_texts = [texts[i] for i in rng.choice(len(texts), args.latency_texts, replace=False)]
 
-    ours = EmotionClassifier.from_run(run)
+    ours = EmotionClassifier.from_run(run, precision="auto")  # bf16 where native
     thresholds = ours.thresholds
     # model FLOPs of one pass over the real (unpadded) tokens: forward only, as
     # train_speed.py counts a frozen backbone; padding is work the model did not need
@@ -114,7 +114,8 @@ def main() -> None:
     if read_json(run / "model" / "emotion_lab.json")["adapter"] == "lora":
         model, tokenizer, _ = load_model(run / "model")  # PEFT model, LoRA not merged
         unmerged = EmotionClassifier(model, tokenizer, ours.labels, thresholds,
-                                     ours.temperatures, max_length=ours.max_length)
+                                     ours.temperatures, max_length=ours.max_length,
+                                     precision="auto")
         rows.append(measure("emotion_lab predictor, LoRA not merged", unmerged.scores, texts,
                             labels, thresholds, reference, latency_texts)[0])
 

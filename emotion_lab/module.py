@@ -126,7 +126,12 @@ class EmotionModule(L.LightningModule):
         self.log_dict({k: summary[k] for k in keep if k in summary}, prog_bar=True)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
-        logits = self.logits(batch)
+        # The run's saved arrays (and the thresholds fitted on them) are computed in fp32
+        # whatever the training precision: under bf16-mixed the weights are fp32 already, and
+        # bf16 scores differ by ~1e-3 between machines, so only fp32 lets any machine's
+        # loader reproduce the run.
+        with torch.autocast(self.device.type, enabled=False):
+            logits = self.logits(batch)
         return {"index": batch["index"], "probs": self.probabilities(logits)}
 
     def on_fit_start(self) -> None:

@@ -30,7 +30,7 @@ from emotion_lab.tables import LINE_OFFSETS, _decode, read_table
 
 DEFAULTS = {"run_dir": None, "text": None, "input": None, "output": None,
             "text_column": "text", "top_k": 0, "threshold": 0.0, "all_scores": False,
-            "skip_empty": False, "batch_size": 64, "precision": "auto"}
+            "skip_empty": False, "batch_size": 64, "precision": "fp32"}
 OUTPUTS = (".jsonl", ".csv", ".parquet")
 
 

@@ -16,7 +16,7 @@ from emotion_lab.cli import CliError, parse_key_values, run_main
 from emotion_lab.predictor import EmotionClassifier, PredictError
 
 DEFAULTS = {"run_dir": None, "host": "127.0.0.1", "port": 8000, "max_chars": 5000,
-            "max_batch": 256, "batch_size": 64, "precision": "auto"}
+            "max_batch": 256, "batch_size": 64, "precision": "fp32"}
 
 
 def create_app(clf: EmotionClassifier, max_chars: int = 5000, max_batch: int = 256):

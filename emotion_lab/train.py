@@ -171,6 +171,8 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "calibration": "none" if temperatures is None else cfg.calibration.name,
         "problem_type": datamodule.problem_type, "taxonomy": datamodule.taxonomy,
         "num_labels": len(labels),
+        # training ran in `precision`; the saved arrays are always fp32 (module.predict_step)
+        "precision": str(precision), "eval_precision": "32-true",
         **val_summary, **test_summary, **calibration_info,
         "test/macro_f1_frequency_baseline": frequency_baseline(
             datamodule.train_label_frequencies, test_labels, seed=cfg.get("seed") or 0,
