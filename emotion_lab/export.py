@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from emotion_lab.backbones import PooledClassifier
 from emotion_lab.cli import CliError, parse_key_values, run_main
-from emotion_lab.metrics import f1_scores
+from emotion_lab.evaluation.metrics import f1_scores
+from emotion_lab.models.heads import PooledClassifier
 from emotion_lab.predictor import EmotionClassifier, merged
 from emotion_lab.rundir import RunDirError, load_model, read_json, write_json
 

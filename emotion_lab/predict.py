@@ -24,9 +24,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from emotion_lab.cli import CliError, parse_key_values, run_main
-from emotion_lab.data import DataError
+from emotion_lab.data.files import LINE_OFFSETS, decode_text, read_table
+from emotion_lab.data.types import DataError
 from emotion_lab.predictor import EmotionClassifier, PredictError
-from emotion_lab.tables import LINE_OFFSETS, _decode, read_table
 
 DEFAULTS = {"run_dir": None, "text": None, "input": None, "output": None,
             "text_column": "text", "top_k": 0, "threshold": 0.0, "all_scores": False,
@@ -37,7 +37,7 @@ OUTPUTS = (".jsonl", ".csv", ".parquet")
 def read_input(path: Path, text_column: str) -> tuple[pd.DataFrame, Any]:
     """(the input table, a function naming row i as 'line n' or 'row i')."""
     if path.suffix.lower() == ".txt":
-        lines = _decode(path).rstrip("\n").split("\n")
+        lines = decode_text(path).rstrip("\n").split("\n")
         return pd.DataFrame({text_column: lines}), lambda i: f"line {i + 1}"
     frame = read_table(path)
     if text_column not in frame.columns:

@@ -21,11 +21,49 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from emotion_lab.hardware import cpu_has_native_bf16
-from emotion_lab.rundir import load_model, predict_probs, read_json
+from emotion_lab.models.precision import cpu_has_native_bf16
+from emotion_lab.rundir import load_model, read_json
 
 log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int = 128,
+                  batch_size: int = 64, single_label: bool = False,
+                  temperatures: list[float] | None = None, device: str | torch.device = "cpu",
+                  autocast: torch.dtype | None = None, progress=None) -> np.ndarray:
+    """Probabilities for texts (sigmoid per label, divided by the run's fitted temperatures
+    when it has them; softmax for single-label tasks), batched in length order, returned in
+    input order. `autocast` (e.g. torch.bfloat16) runs the model under autocast on `device`;
+    `progress(n)` is called after each batch with its size."""
+    # Sort by token count, not characters: on GoEmotions' test texts, batches of 64 sorted by
+    # characters carry 41% padding tokens, sorted by tokens 2%, and padding is compute.
+    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True,
+                                             max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lengths.__getitem__)
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    device = torch.device(device)
+    scale = None if temperatures is None else torch.tensor(temperatures, device=device)
+    probs: dict[int, np.ndarray] = {}
+    for idx in batches:
+        # tokenising again costs ~3% of the forward passes; tokenizer.pad on the first
+        # encoding would warn that it is the slower path for fast tokenizers
+        enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt")
+        with torch.autocast(device.type, dtype=autocast or torch.float32,
+                            enabled=autocast is not None):
+            logits = model(input_ids=enc["input_ids"].to(device),
+                           attention_mask=enc["attention_mask"].to(device)).logits
+        logits = logits.float()
+        if scale is not None:
+            logits = logits / scale
+        p = torch.softmax(logits, -1) if single_label else torch.sigmoid(logits)
+        probs.update(zip(idx, p.cpu().numpy(), strict=True))
+        if progress is not None:
+            progress(len(idx))
+    return np.stack([probs[i] for i in range(len(texts))])
 
 
 class PredictError(ValueError):

@@ -19,9 +19,9 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from emotion_lab.data import SPLITS, DataError, LabelledData
-from emotion_lab.figures import plot_label_frequencies
-from emotion_lab.processed import write_prepared
+from emotion_lab.data.prepared import write_prepared
+from emotion_lab.data.types import SPLITS, DataError, LabelledData
+from emotion_lab.evaluation.figures import plot_label_frequencies
 
 log = logging.getLogger(__name__)
 

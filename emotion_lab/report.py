@@ -14,143 +14,41 @@ import argparse
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from emotion_lab.calibration import ece_per_label, reliability_bins
-from emotion_lab.error_analysis import (
+from emotion_lab.evaluation.calibration import ece_per_label, reliability_bins
+from emotion_lab.evaluation.comparison import (
+    ComparisonError,
+    Run,
+    check_label_sets,
+    feature_note,
+    markdown_table,
+    name_runs,
+    summary_table,
+)
+from emotion_lab.evaluation.error_analysis import (
     confident_errors,
     confused_pairs,
     predictions,
     true_vs_predicted,
 )
-from emotion_lab.figures import (
+from emotion_lab.evaluation.figures import (
     plot_f1_vs_frequency,
     plot_label_heatmap,
     plot_per_label_scores,
     plot_reliability,
     plot_score_vs_params,
 )
-from emotion_lab.rundir import RunDirError, load_arrays, read_json
+from emotion_lab.rundir import RunDirError, find_runs, load_arrays, load_run, read_json
 
 log = logging.getLogger(__name__)
 
-# report.csv column -> metrics.json key
-COLUMNS = {
-    "backbone": "backbone", "adapter": "adapter", "threshold_policy": "threshold_policy",
-    "calibration": "calibration", "params_trainable": "params/trainable",
-    "params_total": "params/total", "trainable_share": "params/trainable_share",
-    "train_seconds": None, "train_samples_per_second": "time/train_samples_per_second",
-    "val_macro_f1": "val/macro_f1", "val_micro_f1": "val/micro_f1",
-    "test_macro_f1": "test/macro_f1", "test_micro_f1": "test/micro_f1",
-    "test_macro_f1_at_0.3": "test/macro_f1_at_0.3", "test_macro_f1_at_0.5": "test/macro_f1_at_0.5",
-    "test_macro_pr_auc": "test/macro_pr_auc",
-}
-# fields that tell runs apart in their names, in this order
-NAME_FIELDS = ("backbone", "adapter", "threshold_policy", "calibration", "taxonomy")
-
 
 class ReportError(ValueError):
-    """Nothing to report, or runs that cannot be compared; the message says which."""
-
-
-@dataclass
-class Run:
-    path: Path
-    metrics: dict[str, Any]
-    labels: list[str]
-    per_label: pd.DataFrame
-    train_counts: pd.Series
-    count_name: str = "training examples"
-    name: str = ""
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Every directory at or below `paths` that holds a metrics.json (an emotion_lab run)."""
-    for path in paths:
-        if not path.is_dir():
-            raise ReportError(f"{path}: no such directory. Give run directories or multirun "
-                              f"directories (outputs/train/runs/..., outputs/train/multiruns/...).")
-    found = sorted({m.parent for p in paths for m in p.rglob("metrics.json")})
-    if not found:
-        raise ReportError(f"no runs found below {', '.join(map(str, paths))}: a run directory "
-                          f"holds metrics.json, written by python -m emotion_lab.train.")
-    return found
-
-
-def load_run(path: Path) -> Run:
-    metrics = read_json(path / "metrics.json")
-    labels = list(read_json(path / "label_map.json").values())
-    csv = path / "per_label.csv"
-    if not csv.is_file():
-        raise RunDirError(f"{csv}: missing from the run directory.")
-    per_label = pd.read_csv(csv)
-    report = read_json(path / "data_report.json") if (path / "data_report.json").is_file() else {}
-    # older runs lack training counts; test support orders the labels just as well
-    counts, count_name = report.get("train_label_counts"), "training examples"
-    if counts is None:
-        counts, count_name = dict(per_label[per_label["split"] == "test"][["label", "support"]]
-                                  .values), "test examples"
-    return Run(path, metrics, labels, per_label, pd.Series(counts, dtype=int), count_name)
-
-
-def name_runs(runs: list[Run]) -> None:
-    """Short names from the fields that differ between runs; the directory if still equal."""
-    varying = [f for f in NAME_FIELDS if len({str(r.metrics.get(f)) for r in runs}) > 1]
-    for run in runs:
-        run.name = " ".join(str(run.metrics.get(f)) for f in varying or ["adapter"])
-    names = [r.name for r in runs]
-    for run in runs:
-        if names.count(run.name) > 1:
-            run.name = f"{run.name} ({run.path.name})"
-
-
-def check_label_sets(runs: list[Run]) -> None:
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for run in runs:
-        groups.setdefault(tuple(run.labels), []).append(str(run.path))
-    if len(groups) > 1:
-        described = "\n".join(f"  {len(labels)} labels ({', '.join(labels[:4])}, ...): "
-                              f"{', '.join(paths)}" for labels, paths in groups.items())
-        raise ReportError(f"runs with different label sets cannot share a report:\n{described}\n"
-                          f"Report each label set separately (pass only its runs).")
-
-
-def summary_table(runs: list[Run]) -> pd.DataFrame:
-    rows = []
-    for run in runs:
-        m = run.metrics
-        # frozen_head's feature pass runs outside fit(): count it as training compute
-        seconds = (m.get("time/fit_seconds") or 0) + (m.get("time/feature_seconds") or 0)
-        row = {"run": run.name, **{c: m.get(k) if k else seconds for c, k in COLUMNS.items()}}
-        calibrated = m.get("test/macro_ece_uncalibrated") is not None
-        row["test_ece_before"] = m["test/macro_ece_uncalibrated"] if calibrated else m.get(
-            "test/macro_ece")
-        row["test_ece_after"] = m.get("test/macro_ece") if calibrated else None
-        row["dir"] = str(run.path)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 10 else f"{v:,.0f}"
-        if isinstance(v, (int, np.integer)):
-            return f"{v:,}"
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
-              for row in table.astype(object).itertuples(index=False)]
-    return "\n".join(lines)
-
+    """A report that cannot be written as asked; the message says what is missing."""
 
 def macro_ece(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(ece_per_label(probs, labels).mean())
@@ -258,16 +156,6 @@ def write_report(paths: list[str | Path], out: str | Path | None = None,
     return written
 
 
-def feature_note(runs: list[Run]) -> list[str]:
-    cached = [r for r in runs if r.metrics.get("time/feature_seconds") is not None]
-    if not cached:
-        return []
-    return [f"{', '.join(r.name for r in cached)}: the head trains on cached backbone "
-            "features, so train_samples_per_second counts head steps only; train_seconds "
-            "includes the feature pass (" + ", ".join(
-                f"{r.metrics['time/feature_seconds']:.0f} s" for r in cached) + ").", ""]
-
-
 def log_to_wandb(table: pd.DataFrame, figures: list[Path], force: bool, out: Path) -> None:
     """Log the table and figures to the active W&B run, or, when `force`, to a new one whose
     local files live in `out`, next to the report."""
@@ -299,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         written = write_report(args.paths, args.out, args.wandb, args.errors_per_label)
-    except (ReportError, RunDirError) as e:
+    except (ReportError, ComparisonError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(written["report.md"])

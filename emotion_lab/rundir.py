@@ -17,6 +17,10 @@
                         emotion_lab's own head adds classifier.safetensors
       lora:             adapter/ (PEFT adapter + trained head); the base comes from the
                         backbone source recorded in emotion_lab.json
+
+Training writes a run with write_evaluation, write_config and save_model; every face reads
+runs through load_model, load_arrays and read_json, and the report finds and reads finished
+runs with find_runs and load_run. Nothing here imports a face or the training code.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+import pandas as pd
+from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from emotion_lab.backbones import PooledClassifier, build_classifier
+from emotion_lab.evaluation.comparison import Run
+from emotion_lab.evaluation.run_evaluation import RunEvaluation
+from emotion_lab.models.backbones import load_tokenizer
+from emotion_lab.models.heads import PooledClassifier, build_classifier
 
 REQUIRED = ("metrics.json", "thresholds.json", "label_map.json", "model/emotion_lab.json")
 
@@ -52,28 +60,34 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_results(run_dir: Path, metrics: dict[str, Any], per_label: dict[str, list[dict]],
-                  thresholds: np.ndarray | None, label_names: list[str],
-                  arrays: dict[str, np.ndarray]) -> None:
+def write_evaluation(run_dir: Path, metrics: dict[str, Any], evaluation: RunEvaluation,
+                     label_names: list[str]) -> None:
+    """metrics.json (`metrics`: the evaluation's metrics and the run's facts), per_label.csv,
+    thresholds.json, label_map.json, temperatures.json (with calibration), the arrays."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    thresholds, temperatures = evaluation.thresholds, evaluation.temperatures
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "thresholds.json",
                {name: None if thresholds is None else float(thresholds[i])
                 for i, name in enumerate(label_names)})
     write_json(run_dir / "label_map.json", dict(enumerate(label_names)))
+    if temperatures is not None:
+        write_json(run_dir / "temperatures.json",
+                   {name: float(t) for name, t in zip(label_names, temperatures, strict=True)})
     with (run_dir / "per_label.csv").open("w", newline="", encoding="utf-8") as f:
         fields = ["split", "label", "support", "precision", "recall", "f1", "pr_auc", "ece",
                   "brier", "threshold"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        for split, rows in per_label.items():
+        for split, rows in evaluation.per_label.items():
             writer.writerows({"split": split, **row} for row in rows)
-    for name, array in arrays.items():
+    for name, array in evaluation.arrays.items():
         np.save(run_dir / f"{name}.npy", array)
 
 
-def _plain_classifier(model: nn.Module) -> nn.Module:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """config.yaml: the whole resolved config the run was made with."""
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config), encoding="utf-8")
 
 
 def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str, Any],
@@ -108,8 +122,6 @@ def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str,
 
 def load_model(model_dir: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     """(classifier in eval mode, tokenizer, spec) from a run's model/ folder."""
-    from emotion_lab.backbones import load_tokenizer
-
     model_dir = Path(model_dir)
     spec = read_json(model_dir / "emotion_lab.json")
     backbone = dict(spec["backbone"])
@@ -148,38 +160,30 @@ def load_arrays(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
     return out[0], out[1]
 
 
-@torch.inference_mode()
-def predict_probs(model: nn.Module, tokenizer, texts: list[str], max_length: int = 128,
-                  batch_size: int = 64, single_label: bool = False,
-                  temperatures: list[float] | None = None, device: str | torch.device = "cpu",
-                  autocast: torch.dtype | None = None, progress=None) -> np.ndarray:
-    """Probabilities for texts (sigmoid per label, divided by the run's fitted temperatures
-    when it has them; softmax for single-label tasks), batched in length order, returned in
-    input order. `autocast` (e.g. torch.bfloat16) runs the model under autocast on `device`;
-    `progress(n)` is called after each batch with its size."""
-    # Sort by token count, not characters: on GoEmotions' test texts, batches of 64 sorted by
-    # characters carry 41% padding tokens, sorted by tokens 2%, and padding is compute.
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True,
-                                             max_length=max_length)["input_ids"]]
-    order = sorted(range(len(texts)), key=lengths.__getitem__)
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    device = torch.device(device)
-    scale = None if temperatures is None else torch.tensor(temperatures, device=device)
-    probs: dict[int, np.ndarray] = {}
-    for idx in batches:
-        # tokenising again costs ~3% of the forward passes; tokenizer.pad on the first
-        # encoding would warn that it is the slower path for fast tokenizers
-        enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length,
-                        padding=True, return_tensors="pt")
-        with torch.autocast(device.type, dtype=autocast or torch.float32,
-                            enabled=autocast is not None):
-            logits = model(input_ids=enc["input_ids"].to(device),
-                           attention_mask=enc["attention_mask"].to(device)).logits
-        logits = logits.float()
-        if scale is not None:
-            logits = logits / scale
-        p = torch.softmax(logits, -1) if single_label else torch.sigmoid(logits)
-        probs.update(zip(idx, p.cpu().numpy(), strict=True))
-        if progress is not None:
-            progress(len(idx))
-    return np.stack([probs[i] for i in range(len(texts))])
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Every directory at or below `paths` that holds a metrics.json (an emotion_lab run)."""
+    for path in paths:
+        if not path.is_dir():
+            raise RunDirError(f"{path}: no such directory. Give run directories or multirun "
+                              f"directories (outputs/train/runs/..., outputs/train/multiruns/...).")
+    found = sorted({m.parent for p in paths for m in p.rglob("metrics.json")})
+    if not found:
+        raise RunDirError(f"no runs found below {', '.join(map(str, paths))}: a run directory "
+                          f"holds metrics.json, written by python -m emotion_lab.train.")
+    return found
+
+
+def load_run(path: Path) -> Run:
+    metrics = read_json(path / "metrics.json")
+    labels = list(read_json(path / "label_map.json").values())
+    csv = path / "per_label.csv"
+    if not csv.is_file():
+        raise RunDirError(f"{csv}: missing from the run directory.")
+    per_label = pd.read_csv(csv)
+    report = read_json(path / "data_report.json") if (path / "data_report.json").is_file() else {}
+    # older runs lack training counts; test support orders the labels just as well
+    counts, count_name = report.get("train_label_counts"), "training examples"
+    if counts is None:
+        counts, count_name = dict(per_label[per_label["split"] == "test"][["label", "support"]]
+                                  .values), "test examples"
+    return Run(path, metrics, labels, per_label, pd.Series(counts, dtype=int), count_name)

@@ -10,8 +10,9 @@ from conftest import EMOTIONS, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from emotion_lab.adapters import FrozenBackbone, count_parameters
-from emotion_lab.backbones import PooledClassifier, build_classifier, load_tokenizer
+from emotion_lab.models.adapters import FrozenBackbone, count_parameters
+from emotion_lab.models.backbones import load_tokenizer
+from emotion_lab.models.heads import PooledClassifier, build_classifier
 
 L = len(EMOTIONS)
 R = 8  # conf/adapter/lora.yaml
@@ -309,7 +310,7 @@ def test_bertweet_tokenizer_survives_the_run_directory(bertweet_backbone, tmp_pa
 def test_output_bias_starts_at_the_label_log_odds(overrides):
     import torch
 
-    from emotion_lab.backbones import init_output_bias
+    from emotion_lab.models.heads import init_output_bias
 
     cfg = compose_config("paths.output_dir=/unused", "paths.sweep_group=null", *overrides)
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -323,7 +324,7 @@ def test_output_bias_starts_at_the_label_log_odds(overrides):
 
 
 def test_output_bias_needs_one_output_layer():
-    from emotion_lab.backbones import init_output_bias
+    from emotion_lab.models.heads import init_output_bias
 
     model, _, _, _ = build("backbone=tiny", "adapter=full")
     with pytest.raises(ValueError, match="one output layer"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotion_lab.calibration import (
+from emotion_lab.evaluation.calibration import (
     apply_temperature,
     brier_per_label,
     ece_per_label,
@@ -65,7 +65,8 @@ def test_temperature_one_changes_nothing():
 
 @pytest.mark.parametrize("calibration", ["global", "per_label"])
 def test_run_with_temperature_scaling(make_cfg, tmp_path, calibration):
-    from emotion_lab.rundir import load_arrays, load_model, predict_probs, read_json
+    from emotion_lab.predictor import predict_probs
+    from emotion_lab.rundir import load_arrays, load_model, read_json
     from emotion_lab.train import train
 
     metrics, objects = train(make_cfg(f"calibration={calibration}"))
@@ -94,7 +95,7 @@ def test_run_with_temperature_scaling(make_cfg, tmp_path, calibration):
 
 
 def test_reliability_bins_known_answer():
-    from emotion_lab.calibration import reliability_bins
+    from emotion_lab.evaluation.calibration import reliability_bins
 
     probs = np.array([[0.05, 0.15], [0.95, 1.0]])
     labels = np.array([[0, 1], [1, 1]])
@@ -106,8 +107,8 @@ def test_reliability_bins_known_answer():
 
 
 def test_reliability_diagram_is_written(tmp_path):
-    from emotion_lab.calibration import reliability_bins
-    from emotion_lab.figures import plot_reliability
+    from emotion_lab.evaluation.calibration import reliability_bins
+    from emotion_lab.evaluation.figures import plot_reliability
 
     probs, labels = overconfident(n=500)
     after = apply_temperature(probs, fit_temperature(probs, labels))
@@ -118,7 +119,7 @@ def test_reliability_diagram_is_written(tmp_path):
 
 
 def test_joint_search_finds_the_temperature_a_fixed_threshold_needs():
-    from emotion_lab.thresholds import fixed, joint_search, temperature_grid
+    from emotion_lab.evaluation.thresholds import fixed, joint_search, temperature_grid
 
     # at a fixed threshold of 0.3 the temperature moves the decision boundary, so the grid
     # has something to find: over-confident scores (T=2.5) want a larger T
@@ -130,7 +131,7 @@ def test_joint_search_finds_the_temperature_a_fixed_threshold_needs():
 
 
 def test_calibrate_joint_reports_both_and_keeps_the_winner():
-    from emotion_lab.thresholds import calibrate, fixed
+    from emotion_lab.evaluation.thresholds import calibrate, fixed
 
     probs, labels = overconfident(temperature=2.5)
     at_03 = lambda p, y: fixed(p, y, value=0.3)  # noqa: E731

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotion_lab.cleaning import REMOVED, clean, is_spam, is_url_only
-from emotion_lab.data import DataError, LabelledData, Split
+from emotion_lab.data.cleaning import REMOVED, clean, is_spam, is_url_only
+from emotion_lab.data.types import DataError, LabelledData, Split
 
 NAMES = ["joy", "anger", "neutral"]
 JOY, ANGER, NEUTRAL = np.eye(3, dtype=np.float32)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from emotion_lab.rundir import load_model, predict_probs
+from emotion_lab.predictor import predict_probs
+from emotion_lab.rundir import load_model
 from emotion_lab.train import train
 
 

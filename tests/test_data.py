@@ -9,14 +9,16 @@ import pytest
 import torch
 from conftest import EMOTIONS, SPLIT_SIZES
 
-from emotion_lab.data import DataError, LengthGroupedBatches, TextDataModule, TokenizedSplit
-from emotion_lab.goemotions import (
+from emotion_lab.data.batching import LengthGroupedBatches, TokenizedSplit
+from emotion_lab.data.datamodule import TextDataModule
+from emotion_lab.data.goemotions import (
     SPLIT_FILES,
     GoEmotions,
     read_hub,
     read_release_dir,
     read_release_tsv,
 )
+from emotion_lab.data.types import DataError
 
 
 @pytest.fixture
@@ -250,7 +252,7 @@ def test_collate_pads_only_to_the_longest_in_the_batch():
 def test_datamodule_tokenises_the_fixture(cfg):
     from omegaconf import OmegaConf
 
-    from emotion_lab.backbones import load_tokenizer
+    from emotion_lab.models.backbones import load_tokenizer
 
     tokenizer = load_tokenizer(OmegaConf.to_container(cfg.backbone, resolve=True))
     dm = TextDataModule(tokenizer, source=GoEmotions(dir=cfg.data.dir), batch_size=16,

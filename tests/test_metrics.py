@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from emotion_lab.metrics import evaluate, f1_scores, frequency_baseline, pr_auc_per_label
+from emotion_lab.evaluation.metrics import evaluate, f1_scores, frequency_baseline, pr_auc_per_label
 
 NAMES = ["a", "b", "c"]
 # At threshold 0.5:

@@ -98,7 +98,7 @@ def test_predict_file_carries_columns_through(run_dir, clf, tmp_path, suffix):
 
 
 def test_predict_file_refusals_leave_no_output(run_dir, tmp_path):
-    from emotion_lab.data import DataError
+    from emotion_lab.data.types import DataError
 
     out = tmp_path / "out.jsonl"
     bad = tmp_path / "bad.txt"
@@ -209,7 +209,7 @@ def test_real_server_on_localhost(run_dir):
 
 
 def test_predict_an_empty_file_says_so(run_dir, tmp_path):
-    from emotion_lab.data import DataError
+    from emotion_lab.data.types import DataError
 
     empty = tmp_path / "empty.txt"
     empty.write_text("", encoding="utf-8")

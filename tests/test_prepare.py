@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from conftest import EMOTIONS, compose_config, compose_train_cfg
 
-from emotion_lab.goemotions import read_release_dir
+from emotion_lab.data.goemotions import read_release_dir
+from emotion_lab.data.prepared import read_prepared
 from emotion_lab.prepare import prepare
-from emotion_lab.processed import read_prepared
 from emotion_lab.train import train
 
 

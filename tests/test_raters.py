@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion_lab.data import DataError
-from emotion_lab.raters import REQUIRED, read_rater_files
+from emotion_lab.data.raters import REQUIRED, read_rater_files
+from emotion_lab.data.types import DataError
 
 LABELS = ["joy", "anger", "sadness", "neutral"]
 HEADER = REQUIRED + LABELS

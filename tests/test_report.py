@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import compose_train_cfg
 
-from emotion_lab.error_analysis import (
+from emotion_lab.evaluation.error_analysis import (
     confident_errors,
     confused_pairs,
     predictions,

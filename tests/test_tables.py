@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emotion_lab.data import DataError, Split
-from emotion_lab.tables import HubText, LocalFiles, read_table, split_off
+from emotion_lab.data.assembly import split_off
+from emotion_lab.data.files import read_table
+from emotion_lab.data.hub_text import HubText
+from emotion_lab.data.local_files import LocalFiles
+from emotion_lab.data.types import DataError, Split
 
 
 def write(frame: pd.DataFrame, path):

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from conftest import EMOTIONS
 
-from emotion_lab.data import DataError, LabelledData, Split
-from emotion_lab.taxonomy import (
+from emotion_lab.data.taxonomy import (
     apply_taxonomy,
     available,
-    evaluate_grouped,
     group_matrix,
     group_max,
     load_mapping,
 )
-from emotion_lab.thresholds import fixed
+from emotion_lab.data.types import DataError, LabelledData, Split
+from emotion_lab.evaluation.grouped import evaluate_grouped
+from emotion_lab.evaluation.thresholds import fixed
 
 EKMAN = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
 

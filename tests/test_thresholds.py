@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotion_lab.metrics import f1_scores
-from emotion_lab.thresholds import fixed, grid, tune_global, tune_per_label
+from emotion_lab.evaluation.metrics import f1_scores
+from emotion_lab.evaluation.thresholds import fixed, grid, tune_global, tune_per_label
 
 
 def separable(pos: float = 0.7, neg: float = 0.2):

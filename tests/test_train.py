@@ -14,14 +14,15 @@ import yaml
 from conftest import EMOTIONS, SPLIT_SIZES, compose_train_cfg
 from omegaconf import OmegaConf
 
-from emotion_lab.backbones import build_classifier
-from emotion_lab.data import DataError
-from emotion_lab.goemotions import read_release_dir
-from emotion_lab.hardware import fast_precision
-from emotion_lab.metrics import evaluate, frequency_baseline
-from emotion_lab.module import pos_weight_from
-from emotion_lab.rundir import REQUIRED, load_arrays, load_model, predict_probs
-from emotion_lab.thresholds import tune_per_label
+from emotion_lab.data.goemotions import read_release_dir
+from emotion_lab.data.types import DataError
+from emotion_lab.evaluation.metrics import evaluate, frequency_baseline
+from emotion_lab.evaluation.thresholds import tune_per_label
+from emotion_lab.models.emotion_module import pos_weight_from
+from emotion_lab.models.heads import build_classifier
+from emotion_lab.models.precision import fast_precision
+from emotion_lab.predictor import predict_probs
+from emotion_lab.rundir import REQUIRED, load_arrays, load_model
 from emotion_lab.train import train
 
 L = len(EMOTIONS)
@@ -268,7 +269,7 @@ def test_pretrained_backbone_trains_in_train_mode(make_cfg, goemotions_dir, tmp_
     import lightning as L
     from hydra.utils import instantiate
 
-    from emotion_lab.backbones import load_tokenizer
+    from emotion_lab.models.backbones import load_tokenizer
 
     tiny = make_cfg()
     backbone = OmegaConf.to_container(tiny.backbone, resolve=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from emotion_lab.data import SPLITS, DataError, LabelledData, Split
+from emotion_lab.data.types import SPLITS, DataError, LabelledData, Split
 
 log = logging.getLogger(__name__)
 

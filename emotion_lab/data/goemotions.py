@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_lab.data import DataError, LabelledData, Split
+from emotion_lab.data.types import DataError, LabelledData, Split
 
 SPLIT_FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
 HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -123,7 +123,7 @@ class GoEmotions:
 
     def load(self) -> LabelledData:
         if self.rater_files:
-            from emotion_lab.raters import read_rater_files
+            from emotion_lab.data.raters import read_rater_files
 
             data, _ = read_rater_files(  # the report also travels as data.report
                 list(self.rater_files), min_agreement=self.min_agreement,

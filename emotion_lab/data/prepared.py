@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emotion_lab.data import SPLITS, DataError, LabelledData, Split
+from emotion_lab.data.types import SPLITS, DataError, LabelledData, Split
 
 LABEL_PREFIX = "label_"
 REPORT = "prepare_report.json"

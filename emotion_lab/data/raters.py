@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emotion_lab.data import DataError, LabelledData, Split
+from emotion_lab.data.types import DataError, LabelledData, Split
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from emotion_lab.data import DataError, LabelledData, Split
-from emotion_lab.metrics import evaluate
+from emotion_lab.data.types import DataError, LabelledData, Split
 
 log = logging.getLogger(__name__)
 
@@ -98,34 +96,3 @@ def apply_taxonomy(data: LabelledData, name: str) -> LabelledData:
     log.info("taxonomy %s: %d labels grouped into %d (%s)", name, len(data.label_names),
              len(groups), ", ".join(groups))
     return LabelledData(splits, groups, data.problem_type, data.source, data.report)
-
-
-def evaluate_grouped(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                     label_names: list[str], taxonomies: list[str],
-                     policy: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                     ) -> tuple[dict[str, float], dict[str, list[dict]]]:
-    """Metrics of a model at grouped levels, named `split/<taxonomy>/metric`.
-
-    Group probabilities and labels are the max of their members'; thresholds for the groups
-    are fitted on validation with the run's own policy. A taxonomy whose members are not
-    this model's labels (other data, or labels already grouped) is skipped with a log line.
-    """
-    summary: dict[str, float] = {}
-    rows: dict[str, list[dict]] = {}
-    for name in taxonomies:
-        mapping = load_mapping(name)
-        if already_grouped(label_names, mapping):
-            continue
-        try:
-            groups, matrix = group_matrix(label_names, mapping, f"taxonomy {name!r}")
-        except DataError as e:
-            log.info("no %s-level evaluation: %s", name, e)
-            continue
-        grouped = {s: (group_max(probs[s], matrix), group_max(labels[s], matrix))
-                   for s in probs}
-        thresholds = policy(*grouped["val"])  # validation only, as for the labels themselves
-        for split, (p, y) in grouped.items():
-            split_summary, rows[f"{split}/{name}"] = evaluate(p, y, thresholds, groups,
-                                                              f"{split}/{name}")
-            summary.update(split_summary)
-    return summary, rows

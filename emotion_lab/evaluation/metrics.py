@@ -11,7 +11,7 @@ from torchmetrics.functional.classification import (
     multilabel_stat_scores,
 )
 
-from emotion_lab.calibration import brier_per_label, ece_per_label
+from emotion_lab.evaluation.calibration import brier_per_label, ece_per_label
 
 # The fixed thresholds published GoEmotions numbers use, reported beside the run's policy.
 FIXED_THRESHOLDS = (0.3, 0.5)

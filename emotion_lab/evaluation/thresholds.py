@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from emotion_lab.calibration import apply_temperature, fit_temperature
-from emotion_lab.metrics import f1_scores
+from emotion_lab.evaluation.calibration import apply_temperature, fit_temperature
+from emotion_lab.evaluation.metrics import f1_scores
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ class FullFineTuning:
 @dataclass
 class FrozenBackbone:
     """The backbone is frozen; only the head modules train. `cache_features`: train the head
-    on pooled features computed once (features.py), where the head is emotion_lab's own."""
+    on pooled features computed once (feature_cache.py), where the head is emotion_lab's own."""
 
     name: str = "frozen_head"
     cache_features: bool = False

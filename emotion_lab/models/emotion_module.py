@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from emotion_lab.adapters import count_parameters
-from emotion_lab.backbones import build_classifier, init_output_bias
-from emotion_lab.metrics import evaluate
+from emotion_lab.evaluation.metrics import evaluate
+from emotion_lab.models.adapters import count_parameters
+from emotion_lab.models.heads import build_classifier, init_output_bias
 
 log = logging.getLogger(__name__)
 

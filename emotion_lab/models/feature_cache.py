@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from emotion_lab.backbones import RANDOM_INIT_SEED, PooledClassifier, resolve_source
-from emotion_lab.data import TokenizedSplit
+from emotion_lab.data.batching import TokenizedSplit
+from emotion_lab.data.datamodule import TextDataModule
+from emotion_lab.models.backbones import RANDOM_INIT_SEED, resolve_source
+from emotion_lab.models.heads import PooledClassifier
 
 log = logging.getLogger(__name__)
 
@@ -84,24 +86,18 @@ def cached_features(model: PooledClassifier, tokenized: dict[str, TokenizedSplit
     return features
 
 
-class FeatureSplit(Dataset):
-    """Pooled features and labels of one split; batches look like token batches minus tokens."""
-
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
-        self.features, self.labels = features, labels
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        index = torch.tensor(indices, dtype=torch.long)
-        return {"features": self.features[index], "labels": self.labels[index], "index": index}
-
-    def loader(self, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-        # one generator for the loader's life: each epoch draws the next permutation
-        generator = torch.Generator().manual_seed(seed) if shuffle else None
-        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          collate_fn=self.collate)
+def use_cached_features(model: torch.nn.Module, datamodule: TextDataModule,
+                        backbone: dict[str, Any], cache_dir: str | Path,
+                        batch_size: int | None = None) -> float | None:
+    """Make `datamodule` serve cached features of the frozen backbone under `model`'s own
+    head; returns the seconds the features took (near zero when cached), or None where the
+    head is HF's own, which has no pooled output to cache and trains through the backbone."""
+    if not isinstance(model, PooledClassifier):
+        log.info("adapter.cache_features needs emotion_lab's own head (model.head.pooling="
+                 "mean or a hidden layer); HF's head trains through the frozen backbone.")
+        return None
+    start = time.perf_counter()
+    features = cached_features(model, datamodule.tokenized, backbone, cache_dir,
+                               datamodule.eval_batch_size)
+    datamodule.use_features(features, batch_size)
+    return time.perf_counter() - start

@@ -1,0 +1,101 @@
+"""What the DataModule serves: a split tokenised once (or its cached features), and batches
+of similar length so that dynamic padding pads little."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class TokenizedSplit(Dataset):
+    """A split tokenised once: token id tensors without padding, and multi-hot labels."""
+
+    def __init__(self, input_ids: list[list[int]], labels: np.ndarray, pad_id: int):
+        self.input_ids = [torch.tensor(ids, dtype=torch.long) for ids in input_ids]
+        self.lengths = torch.tensor([len(ids) for ids in input_ids], dtype=torch.long)
+        self.labels = torch.from_numpy(labels)
+        self.pad_id = pad_id
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> int:
+        return index  # collate() gathers and pads the whole batch at once
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.tensor(indices, dtype=torch.long)
+        input_ids = torch.nn.utils.rnn.pad_sequence(
+            [self.input_ids[i] for i in indices], batch_first=True, padding_value=self.pad_id)
+        lengths = self.lengths[index]
+        attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "labels": self.labels[index], "index": index}
+
+
+class LengthGroupedBatches(Sampler[list[int]]):
+    """Batches of similar length, so dynamic padding pads little.
+
+    Training: shuffle, cut into groups of `group_batches` batches, sort each group by
+    length, batch it, shuffle the batches. Evaluation: one global sort by length.
+    Under DDP each rank trains on every world_size-th batch, the batch count cut to a
+    multiple of world_size so that ranks step together. Evaluation is not split: every
+    rank sees the whole split, so predictions come back complete and in order, and metrics
+    gathered across ranks are those of the split (each example counted world_size times).
+    """
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 group_batches: int = 50):
+        self.lengths, self.batch_size, self.shuffle = lengths, batch_size, shuffle
+        self.seed, self.group_batches, self.epoch = seed, group_batches, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        if not self.shuffle:
+            order = torch.argsort(self.lengths, descending=True, stable=True)
+            return [b.tolist() for b in order.split(self.batch_size)]
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(len(self.lengths), generator=g)
+        batches = []
+        for group in perm.split(self.batch_size * self.group_batches):
+            group = group[torch.argsort(self.lengths[group], descending=True, stable=True)]
+            batches.extend(group.split(self.batch_size))
+        return [batches[i].tolist() for i in torch.randperm(len(batches), generator=g)]
+
+    def _rank_slice(self, batches: list[list[int]]) -> list[list[int]]:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not (self.shuffle and distributed):
+            return batches
+        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return batches[: len(batches) - len(batches) % world][rank::world]
+
+    def __iter__(self):
+        return iter(self._rank_slice(self._batches()))
+
+    def __len__(self) -> int:
+        return len(self._rank_slice(self._batches()))
+
+
+class FeatureSplit(Dataset):
+    """Pooled features and labels of one split; batches look like token batches minus tokens."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.tensor(indices, dtype=torch.long)
+        return {"features": self.features[index], "labels": self.labels[index], "index": index}
+
+    def loader(self, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+        # one generator for the loader's life: each epoch draws the next permutation
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                          collate_fn=self.collate)

@@ -1,0 +1,58 @@
+"""The shared types every data source hands to training: labelled splits and the error for
+input that cannot be used. Everything else in emotion_lab.data builds on these.
+
+Sources (goemotions, raters, local_files, hub_text, prepared) return `LabelledData`; cleaning
+and taxonomies map `LabelledData` to `LabelledData`; the DataModule tokenises its splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+PROBLEM_TYPES = ("multi_label", "single_label")
+
+
+class DataError(ValueError):
+    """Input data that cannot be used as it is; the message says where and how to fix it."""
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: np.ndarray  # (N, num_labels) float32 multi-hot; one-hot for single-label tasks
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, n: int | None) -> Split:
+        if n is None or n >= len(self.texts):
+            return self
+        return Split(self.texts[:n], self.labels[:n], self.ids[:n])
+
+    def select(self, indices: np.ndarray | list[int]) -> Split:
+        indices = np.asarray(indices, dtype=int)
+        return Split([self.texts[i] for i in indices], self.labels[indices],
+                     [self.ids[i] for i in indices])
+
+
+@dataclass
+class LabelledData:
+    splits: dict[str, Split]  # train, val, test
+    label_names: list[str]
+    problem_type: str = "multi_label"  # multi_label: sigmoid + BCE; single_label: softmax + CE
+    source: str = ""
+    report: dict[str, Any] = field(default_factory=dict)  # what the source did (raters, splits)
+
+    @property
+    def single_label(self) -> bool:
+        return self.problem_type == "single_label"
+
+
+def label_frequencies(labels: np.ndarray) -> np.ndarray:
+    """Share of examples carrying each label."""
+    return labels.mean(axis=0)

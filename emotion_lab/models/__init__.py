@@ -1,0 +1,3 @@
+"""Models: backbones and heads, adaptation strategies, the LightningModule, the frozen-backbone
+feature cache, training callbacks and the precision choice. Imports data and evaluation, never
+a face or the run directory."""
