@@ -51,6 +51,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     precision = training_precision(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
 
+    # build: data, model (and its cached features), callbacks, loggers, trainer
     tokenizer = load_tokenizer(config["backbone"])
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     datamodule.setup()
@@ -62,9 +63,6 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model = instantiate(cfg.model, label_names=datamodule.label_names,
                         train_frequencies=datamodule.train_label_frequencies.tolist(),
                         problem_type=datamodule.problem_type)
-    log.info("%s / %s: %d of %d parameters train (%.2f%%)", cfg.backbone.name, cfg.adapter.name,
-             model.trainable_params, model.total_params,
-             100 * model.trainable_params / model.total_params)
     feature_seconds = None
     if cfg.adapter.get("cache_features"):
         feature_seconds = use_cached_features(model.model, datamodule, config["backbone"],
@@ -77,10 +75,11 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     for logger in loggers:
         logger.log_hyperparams(config)
 
+    # fit, then predict validation and test with the best checkpoint
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"),
                 weights_only=False)  # resuming reads our own pickled hparams
-    fit_seconds = time.perf_counter() - start
+    seconds = {"fit": time.perf_counter() - start, "feature": feature_seconds}
     # fast_dev_run and runs without a checkpoint callback keep the last weights
     best = (trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
             else "") or None
@@ -88,6 +87,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # the best weights are loaded into `model` now; test needs no second checkpoint read
     test_probs = predict_split(trainer, model, datamodule.test_dataloader(), None)
 
+    # evaluate: calibration and thresholds fitted on validation only, applied to test
     splits = datamodule.splits
     evaluation = evaluate_run(
         val_probs, splits["val"].labels, test_probs, splits["test"].labels,
@@ -98,21 +98,13 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if not trainer.is_global_zero:  # under DDP one process writes the run
         return evaluation.metrics, objects
 
-    metrics = run_metrics(cfg, datamodule, model, trainer, evaluation, precision,
-                          {"fit": fit_seconds, "feature": feature_seconds}, best)
-    run_dir = Path(cfg.paths.output_dir)
-    labels = datamodule.label_names
-    write_evaluation(run_dir, metrics, evaluation, labels)
-    write_json(run_dir / "data_report.json", datamodule.report | {"train_label_counts": dict(
-        zip(labels, splits["train"].labels.sum(axis=0).astype(int).tolist(), strict=True))})
-    write_json(run_dir / "test_texts.json", list(splits["test"].texts))  # error analysis
-    write_config(run_dir, config)
-    save_model(run_dir / "model", model.model, tokenizer, config["backbone"],
-               config["model"]["head"], cfg.adapter.name, labels, datamodule.problem_type,
-               None if evaluation.temperatures is None else evaluation.temperatures.tolist())
+    # write the run directory, then the loggers' summaries
+    metrics = run_metrics(cfg, datamodule, model, trainer, evaluation, precision, seconds, best)
+    write_run(Path(cfg.paths.output_dir), metrics, evaluation, datamodule, model, tokenizer,
+              config)
     log_final(loggers, metrics, evaluation.per_label)
     log.info("test macro-F1 %.4f (%s), run written to %s", metrics["test/macro_f1"],
-             metrics["threshold_policy"], run_dir)
+             metrics["threshold_policy"], cfg.paths.output_dir)
     return metrics, objects
 
 
@@ -169,6 +161,21 @@ def run_metrics(cfg: DictConfig, datamodule, model, trainer: L.Trainer,
         "epochs": trainer.current_epoch, "global_steps": trainer.global_step,
         "best_checkpoint": best,
     }
+
+
+def write_run(run_dir: Path, metrics: dict[str, Any], evaluation: RunEvaluation,
+              datamodule, model, tokenizer, config: dict[str, Any]) -> None:
+    """Every file of the run directory (the contract is emotion_lab.rundir's docstring)."""
+    labels, splits = datamodule.label_names, datamodule.splits
+    write_evaluation(run_dir, metrics, evaluation, labels)
+    write_json(run_dir / "data_report.json", datamodule.report | {"train_label_counts": dict(
+        zip(labels, splits["train"].labels.sum(axis=0).astype(int).tolist(), strict=True))})
+    write_json(run_dir / "test_texts.json", list(splits["test"].texts))  # error analysis
+    write_config(run_dir, config)
+    temperatures = evaluation.temperatures
+    save_model(run_dir / "model", model.model, tokenizer, config["backbone"],
+               config["model"]["head"], config["adapter"]["name"], labels,
+               datamodule.problem_type, None if temperatures is None else temperatures.tolist())
 
 
 def overridden(group: str) -> bool:

@@ -75,6 +75,9 @@ class EmotionModule(L.LightningModule):
         # transformers returns models in eval mode; Lightning keeps each module's mode as found
         self.model = adapter.apply(model.train(), self.head_modules)
         self.trainable_params, self.total_params = count_parameters(self.model)
+        log.info("%s / %s: %d of %d parameters train (%.2f%%)", backbone.get("name"),
+                 getattr(adapter, "name", type(adapter).__name__), self.trainable_params,
+                 self.total_params, 100 * self.trainable_params / self.total_params)
         if self.single_label:
             if loss.get("pos_weight") is not None:
                 log.warning("model.loss.pos_weight applies to multi-label tasks; this task is "
