@@ -174,12 +174,13 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def load_run(path: Path) -> Run:
+    """A finished run's metrics, labels, per-label rows and training label counts."""
     metrics = read_json(path / "metrics.json")
     labels = list(read_json(path / "label_map.json").values())
-    csv = path / "per_label.csv"
-    if not csv.is_file():
-        raise RunDirError(f"{csv}: missing from the run directory.")
-    per_label = pd.read_csv(csv)
+    per_label_csv = path / "per_label.csv"
+    if not per_label_csv.is_file():
+        raise RunDirError(f"{per_label_csv}: missing from the run directory.")
+    per_label = pd.read_csv(per_label_csv)
     report = read_json(path / "data_report.json") if (path / "data_report.json").is_file() else {}
     # older runs lack training counts; test support orders the labels just as well
     counts, count_name = report.get("train_label_counts"), "training examples"

@@ -25,13 +25,14 @@ COLUMNS = {
 NAME_FIELDS = ("backbone", "adapter", "threshold_policy", "calibration", "taxonomy")
 
 
-
 class ComparisonError(ValueError):
     """Runs that cannot be compared; the message says which and why."""
 
 
 @dataclass
 class Run:
+    """A finished run as the comparison sees it (read from disk by rundir.load_run)."""
+
     path: Path
     metrics: dict[str, Any]
     labels: list[str]
