@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from summarize_runs import cpu_name  # noqa: E402
 
 from emotion_lab.data.batching import LengthGroupedBatches, TokenizedSplit  # noqa: E402
-from emotion_lab.data.goemotions import read_release_dir  # noqa: E402
+from emotion_lab.data.goemotions import packaged_release, read_release_dir  # noqa: E402
 from emotion_lab.models.backbones import load_tokenizer  # noqa: E402
 from emotion_lab.models.heads import build_classifier  # noqa: E402
 
@@ -83,13 +83,12 @@ def run(split: TokenizedSplit, batches: list[list[int]], labels: list[str], *,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("GOEMOTIONS_DIR"))
+    parser.add_argument("--data-dir", default=os.environ.get("GOEMOTIONS_DIR"),
+                        help="a GoEmotions release directory (default: the packaged one)")
     parser.add_argument("--examples", type=int, default=1600)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/step_options.json")
     args = parser.parse_args()
-    if not args.data_dir:
-        parser.error("--data-dir (or GOEMOTIONS_DIR): the GoEmotions release directory")
-    data = read_release_dir(args.data_dir)
+    data = read_release_dir(args.data_dir or packaged_release())
     texts = data.splits["train"].head(args.examples)
     tokenizer = load_tokenizer(BACKBONE)
     enc = tokenizer(texts.texts, truncation=True, max_length=128)

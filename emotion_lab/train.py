@@ -24,6 +24,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_lab.console import silence_known_warnings
 from emotion_lab.data.types import DataError
 from emotion_lab.evaluation.metrics import frequency_baseline
 from emotion_lab.evaluation.run_evaluation import RunEvaluation, evaluate_run
@@ -46,8 +47,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    silence_known_warnings()
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision = training_precision(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
 
@@ -76,6 +78,9 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         logger.log_hyperparams(config)
 
     # fit, then predict validation and test with the best checkpoint
+    steps = f" or {trainer.max_steps} steps" if trainer.max_steps > 0 else ""
+    log.info("training: up to %s epoch(s)%s in batches of %d, %s", trainer.max_epochs, steps,
+             cfg.data.batch_size, precision)
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"),
                 weights_only=False)  # resuming reads our own pickled hparams
@@ -103,8 +108,10 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     write_run(Path(cfg.paths.output_dir), metrics, evaluation, datamodule, model, tokenizer,
               config)
     log_final(loggers, metrics, evaluation.per_label)
-    log.info("test macro-F1 %.4f (%s), run written to %s", metrics["test/macro_f1"],
-             metrics["threshold_policy"], cfg.paths.output_dir)
+    log.info("evaluation: %s thresholds fitted on validation (macro-F1 %.4f); test macro-F1 "
+             "%.4f, micro-F1 %.4f", metrics["threshold_policy"], metrics["val/macro_f1"],
+             metrics["test/macro_f1"], metrics["test/micro_f1"])
+    log.info("run written to %s", cfg.paths.output_dir)
     return metrics, objects
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import lzma
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,9 @@ from emotion_lab.data.datamodule import TextDataModule
 from emotion_lab.data.goemotions import (
     SPLIT_FILES,
     GoEmotions,
+    open_release_file,
+    packaged_release,
+    read_checksums,
     read_hub,
     read_release_dir,
     read_release_tsv,
@@ -163,11 +170,60 @@ def test_hub_failure_points_at_data_dir(offline_hub):
     assert "emotion-lab-tests/no-such-dataset" in str(err.value)
 
 
-def test_datamodule_without_dir_uses_the_hub(offline_hub):
+def test_hub_is_tried_only_when_asked(offline_hub, monkeypatch):
+    asked = []
+    monkeypatch.setattr("emotion_lab.data.goemotions.read_hub",
+                        lambda name, config: asked.append(name) or read_hub(name, config))
+    source = GoEmotions(dir=None, hub_name="emotion-lab-tests/no-such-dataset")
+    assert source.load().source.endswith("goemotions_release")  # the packaged copy
+    assert asked == []
     dm = TextDataModule(tokenizer=None, source=GoEmotions(
-        dir=None, hub_name="emotion-lab-tests/no-such-dataset"))
-    with pytest.raises(DataError, match="data.dir"):
+        dir=None, from_hub=True, hub_name="emotion-lab-tests/no-such-dataset"))
+    with pytest.raises(DataError, match="data.source.from_hub"):
         dm.setup()
+    assert asked == ["emotion-lab-tests/no-such-dataset"]
+
+
+# ---------------------------------------------------------------- the packaged release
+
+RELEASE_README = Path(__file__).resolve().parents[2] / "shared" / "goemotions" / "README.md"
+RELEASE_SIZES = {"train": 43_410, "val": 5_426, "test": 5_427}
+
+
+def test_packaged_release_is_the_published_one():
+    """The shipped files decompress to the release's sha256 (from its README, where the
+    release lies beside this checkout; else from the package's own SHA256SUMS)."""
+    directory = packaged_release()
+    sums = read_checksums(directory)
+    if RELEASE_README.is_file():
+        published = dict((name, digest) for name, digest in re.findall(
+            r"^- (\S+\.tsv)\s+([0-9a-f]{64})$", RELEASE_README.read_text(encoding="utf-8"),
+            re.M))
+        assert published.keys() == {"train.tsv", "dev.tsv", "test.tsv"}
+        assert {name: sums[name] for name in published} == published
+    for name, digest in sums.items():
+        with open_release_file(directory / name) as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest, name
+    notice = (directory / "NOTICE.md").read_text(encoding="utf-8")
+    assert "CC BY 4.0" in notice and "Demszky" in notice
+
+
+def test_packaged_release_is_the_default_source():
+    data = GoEmotions().load()
+    assert {s: len(split) for s, split in data.splits.items()} == RELEASE_SIZES
+    assert data.label_names == EMOTIONS
+
+
+def test_a_damaged_packaged_file_stops_the_run(tmp_path):
+    copy = tmp_path / "release"
+    shutil.copytree(packaged_release(), copy)
+    with lzma.open(copy / "dev.tsv.xz", "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    lines[7] = b"an edited text" + lines[7][lines[7].index(b"\t"):]
+    with lzma.open(copy / "dev.tsv.xz", "wb") as f:
+        f.write(b"".join(lines))
+    with pytest.raises(DataError, match="does not match its sha256"):
+        read_release_dir(copy)
 
 
 # ---------------------------------------------------------------- batching

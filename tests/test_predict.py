@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import EMOTIONS, compose_train_cfg
 
+from emotion_lab.occlusion import explain_text
 from emotion_lab.predict import run as predict_cli
 from emotion_lab.predictor import EmotionClassifier, PredictError
 from emotion_lab.rundir import load_arrays, read_json
 from emotion_lab.train import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
+from screenshot import analyze_in_page, browser, find_chromium, serving  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +156,7 @@ def client(clf):
 
     from emotion_lab.serve import create_app
 
-    return TestClient(create_app(clf, max_chars=200, max_batch=4))
+    return TestClient(create_app(clf, max_chars=200, max_batch=4, max_words=30))
 
 
 def test_service_answers(client, clf):
@@ -180,32 +184,51 @@ def test_service_refuses_with_a_message(client, body, status, message):
     assert message in json.dumps(response.json())
 
 
-def test_real_server_on_localhost(run_dir):
+def test_service_explains_words_as_the_occlusion_module_does(client, clf):
+    text = "so happy and grateful, thanks"
+    body = client.post("/explain", json={"text": text, "emotion": "gratitude"}).json()
+    assert body == explain_text(clf, text, ["gratitude"])
+    words = body["emotions"]["gratitude"]["words"]
+    assert [w["word"] for w in words] == ["happy", "grateful", ",", "thanks"]
+    assert all(text[w["start"]:w["end"]] == w["word"] for w in words)
+    default = client.post("/explain", json={"text": text}).json()
+    assert list(default["emotions"]) == default["predicted"]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"text": "so happy", "emotion": "happiness"}, 422, "unknown emotion(s) happiness"),
+    ({"text": "   "}, 422, "empty"),
+    ({"text": "x" * 201}, 413, "longer than 200"),
+    ({"text": " ".join(["happy"] * 31)}, 413, "limit is 30"),
+    ({"text": "ok", "occlusion": "blur"}, 422, "remove"),
+])
+def test_service_explain_refuses_with_a_message(client, body, status, message):
+    response = client.post("/explain", json=body)
+    assert response.status_code == status
+    assert message in json.dumps(response.json())
+
+
+def test_service_serves_the_demo_page(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="text"' in page.text and "/explain" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN: works offline
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    """`python -m emotion_lab.serve` on a free localhost port: its base URL."""
     pytest.importorskip("uvicorn", reason='pip install -e ".[serve]"')
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "emotion_lab.serve", f"run_dir={run_dir}",
-                               f"port={port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                    assert json.load(r)["status"] == "ok"
-                    break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()
-                time.sleep(0.5)
-        else:
-            pytest.fail("the server did not come up in 60 s")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/analyze", data=json.dumps({"text": "so happy"}).encode(),
-            headers={"content-type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as r:
-            assert "emotions" in json.load(r)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with serving(run_dir) as url:
+        yield url
+
+
+def test_real_server_on_localhost(server):
+    request = urllib.request.Request(
+        f"{server}/analyze", data=json.dumps({"text": "so happy"}).encode(),
+        headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert "emotions" in json.load(r)
 
 
 def test_predict_an_empty_file_says_so(run_dir, tmp_path):
@@ -219,3 +242,76 @@ def test_predict_an_empty_file_says_so(run_dir, tmp_path):
         predict_cli([f"run_dir={run_dir}", f"input={tmp_path / 'nope.csv'}",
                      f"output={tmp_path / 'o.jsonl'}"])
     assert not (tmp_path / "o.jsonl").exists()
+
+
+# ---------------------------------------------------------------- the demo page, in Chromium
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    """Chromium on the demo page. Skipped where chromium or Selenium is missing, except where
+    EMOTION_LAB_REQUIRE_BROWSER=1 (CI installs them and sets it)."""
+    missing = None if find_chromium() else "chromium and chromium-driver (apt-get install)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing = "selenium (pip install -e '.[dev]')"
+    if missing and os.environ.get("EMOTION_LAB_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"the browser test needs {missing}")
+    if missing:
+        pytest.skip(f"needs {missing}")
+    with browser() as driver:
+        yield driver
+
+
+def words_in_page(driver) -> list[tuple[str, float]]:
+    from selenium.webdriver.common.by import By
+
+    return [(w.text, float(w.get_attribute("data-importance")))
+            for w in driver.find_elements(By.CSS_SELECTOR, "#highlighted .word")]
+
+
+def test_demo_page_shows_emotions_bars_and_highlighted_words(page, server, clf):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    text = "thanks, so happy and grateful for the hug"
+    analyze_in_page(page, server, text)
+    assert not page.find_element(By.ID, "error").is_displayed()
+    expected = clf.predict(text, all_scores=True)[0]
+    chips = page.find_elements(By.CSS_SELECTOR, "#emotions .emotion")
+    assert [c.get_attribute("data-label") for c in chips] == [
+        e["label"] for e in expected["emotions"]]
+    names = page.find_elements(By.CSS_SELECTOR, "#bars .name")
+    assert sorted(n.get_attribute("data-label") for n in names) == sorted(EMOTIONS)
+    marks = {m.find_element(By.XPATH, "..").get_attribute("data-label"):
+             float(m.get_attribute("data-threshold"))
+             for m in page.find_elements(By.CSS_SELECTOR, "#bars .mark")}
+    assert marks == pytest.approx(dict(zip(clf.labels, map(float, clf.thresholds),
+                                           strict=True)))
+    chosen = Select(page.find_element(By.ID, "emotion")).first_selected_option.text
+    best = expected["emotions"][0]["label"] if expected["emotions"] else max(
+        expected["scores"], key=expected["scores"].get)
+    assert chosen == best
+
+    def importances(emotion: str) -> list[tuple[str, float]]:
+        words = explain_text(clf, text, [emotion])["emotions"][emotion]["words"]
+        return [(w["word"], pytest.approx(w["importance"], abs=1e-5)) for w in words]
+
+    assert words_in_page(page) == importances(best)
+    other = "gratitude" if best != "gratitude" else "joy"
+    Select(page.find_element(By.ID, "emotion")).select_by_value(other)
+    WebDriverWait(page, 30).until(lambda d: words_in_page(d) == importances(other))
+
+
+def test_demo_page_shows_api_errors_and_fits_a_phone(page, server):
+    from selenium.webdriver.common.by import By
+
+    analyze_in_page(page, server, "   ")
+    error = page.find_element(By.ID, "error")
+    assert error.is_displayed() and "422" in error.text and "empty" in error.text
+    page.set_window_size(390, 844)
+    analyze_in_page(page, server, "I am so angry about this, it is not fair at all")
+    assert not page.find_element(By.ID, "error").is_displayed()
+    assert page.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")

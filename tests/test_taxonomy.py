@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import EMOTIONS
 
+from emotion_lab.data.goemotions import packaged_release
 from emotion_lab.data.taxonomy import (
     apply_taxonomy,
     available,
@@ -34,9 +33,8 @@ def test_shipped_taxonomies_cover_the_27_emotions_once():
         assert matrix[EMOTIONS.index("neutral"), names.index("neutral")] == 1
 
 
-@pytest.mark.skipif(not os.environ.get("GOEMOTIONS_DIR"), reason="needs GOEMOTIONS_DIR")
 def test_shipped_mappings_equal_the_release_files():
-    release = Path(os.environ["GOEMOTIONS_DIR"])
+    release = packaged_release()
     for name in ("ekman", "sentiment"):
         assert load_mapping(name) == json.loads(
             (release / f"{name}_mapping.json").read_text(encoding="utf-8"))

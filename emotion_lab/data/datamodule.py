@@ -81,10 +81,11 @@ class TextDataModule(L.LightningDataModule):
         for name, split in self.splits.items():
             enc = self.tokenizer(split.texts, truncation=True, max_length=self.max_length)
             self.tokenized[name] = TokenizedSplit(enc["input_ids"], split.labels, pad_id)
-            lengths = self.tokenized[name].lengths.float()
-            log.info("%s: %d examples, %.1f tokens on average, %d truncated to %d", name,
-                     len(split.texts), lengths.mean(), int((lengths >= self.max_length).sum()),
-                     self.max_length)
+        lengths = torch.cat([t.lengths for t in self.tokenized.values()]).float()
+        log.info("data: %s examples, %d labels; %.1f tokens on average, %d truncated to %d",
+                 " / ".join(f"{name} {len(split):,}" for name, split in self.splits.items()),
+                 len(self.label_names), lengths.mean(),
+                 int((lengths >= self.max_length).sum()), self.max_length)
 
     @property
     def problem_type(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -88,4 +89,9 @@ class Lora:
         config = LoraConfig(task_type="SEQ_CLS", r=self.r, lora_alpha=self.alpha,
                             lora_dropout=self.dropout, target_modules=targets,
                             modules_to_save=list(head_modules))
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():
+            # PEFT 0.21 asks transformers 5 for the deprecated `is_gradient_checkpointing`;
+            # the FutureWarning is PEFT's to act on, not the user's
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is "
+                                    r"deprecated", category=FutureWarning)
+            return get_peft_model(model, config)

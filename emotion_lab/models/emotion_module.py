@@ -75,9 +75,9 @@ class EmotionModule(L.LightningModule):
         # transformers returns models in eval mode; Lightning keeps each module's mode as found
         self.model = adapter.apply(model.train(), self.head_modules)
         self.trainable_params, self.total_params = count_parameters(self.model)
-        log.info("%s / %s: %d of %d parameters train (%.2f%%)", backbone.get("name"),
-                 getattr(adapter, "name", type(adapter).__name__), self.trainable_params,
-                 self.total_params, 100 * self.trainable_params / self.total_params)
+        log.info("model: %s / %s, %s of %s parameters train (%.2f%%)", backbone.get("name"),
+                 getattr(adapter, "name", type(adapter).__name__), f"{self.trainable_params:,}",
+                 f"{self.total_params:,}", 100 * self.trainable_params / self.total_params)
         if self.single_label:
             if loss.get("pos_weight") is not None:
                 log.warning("model.loss.pos_weight applies to multi-label tasks; this task is "
@@ -120,13 +120,19 @@ class EmotionModule(L.LightningModule):
         self.log("val/loss", loss, batch_size=len(batch["labels"]), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            # thresholds tuned on the sanity check's two batches would mean nothing, and
+            # warn about labels without positives; the check is that validation runs
+            self.val_outputs.reset()
+            return
         probs, labels = self.val_outputs.compute()
         self.val_outputs.reset()
         summary, _ = evaluate(probs, labels, self.thresholds(probs, labels), self.label_names,
                               "val")
-        keep = ("val/macro_f1", "val/micro_f1", "val/macro_pr_auc", "val/macro_f1_at_0.5",
-                "val/accuracy")
-        self.log_dict({k: summary[k] for k in keep if k in summary}, prog_bar=True)
+        # the progress bar shows the metric checkpointing follows; loggers get them all
+        self.log("val/macro_f1", summary["val/macro_f1"], prog_bar=True)
+        rest = ("val/micro_f1", "val/macro_pr_auc", "val/macro_f1_at_0.5", "val/accuracy")
+        self.log_dict({k: summary[k] for k in rest if k in summary})
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         # The run's saved arrays (and the thresholds fitted on them) are computed in fp32

@@ -80,7 +80,8 @@ def build_classifier(backbone: dict[str, Any], label_names: list[str], head: dic
               "problem_type": f"{problem_type}_classification"}
     hf_head = uses_hf_head(head)
     auto = AutoModelForSequenceClassification if hf_head else AutoModel
-    model = load_backbone(backbone, auto, **(labels if hf_head else {}))
+    model = load_backbone(backbone, auto, backbone["head_modules"] if hf_head else (),
+                          **(labels if hf_head else {}))
     if hf_head:
         return model, list(backbone["head_modules"])
     classifier = PooledClassifier(model, len(label_names), head["pooling"], head["dropout"],
