@@ -120,10 +120,12 @@ def training_precision(cfg: DictConfig) -> str:
     precision = cfg.trainer.get("precision", "auto")
     if precision == "auto":
         precision = fast_precision(cfg.trainer.get("accelerator", "auto"))
-    if "mixed" in str(precision) and cfg.model.optimizer.get("fused"):
-        # Lightning refuses gradient clipping with a fused optimizer under mixed precision
-        log.info("precision=%s: using foreach AdamW (fused cannot clip gradients here)",
-                 precision)
+    if str(precision).startswith("16") and cfg.model.optimizer.get("fused"):
+        # fp16's grad scaler: a fused optimizer unscales inside its step, after clipping
+        # would have had to unscale; Lightning refuses, so fp16 steps with foreach AdamW.
+        # (bf16 has no scaler: EmotionModule clips and the fused step stays.)
+        log.info("precision=%s: using foreach AdamW (fused cannot clip gradients under fp16's "
+                 "grad scaler)", precision)
         cfg.model.optimizer.fused = False
     return str(precision)
 

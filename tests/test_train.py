@@ -18,7 +18,7 @@ from emotion_lab.data.goemotions import read_release_dir
 from emotion_lab.data.types import DataError
 from emotion_lab.evaluation.metrics import evaluate, frequency_baseline
 from emotion_lab.evaluation.thresholds import tune_per_label
-from emotion_lab.models.emotion_module import pos_weight_from
+from emotion_lab.models.emotion_module import EmotionModule, pos_weight_from
 from emotion_lab.models.heads import build_classifier
 from emotion_lab.models.precision import fast_precision
 from emotion_lab.predictor import predict_probs
@@ -213,6 +213,33 @@ def test_bf16_mixed_on_cpu(make_cfg, goemotions, adapter):
     np.testing.assert_allclose(predict_probs(model, tokenizer, texts), test_probs, atol=1e-5)
     in_bf16 = predict_probs(model, tokenizer, texts, autocast=torch.bfloat16)
     np.testing.assert_allclose(in_bf16, test_probs, atol=2e-2)
+
+
+@pytest.mark.parametrize(("precision", "clip"), [("bf16-mixed", 0.01), ("32-true", 0.01),
+                                               ("bf16-mixed", 0)])
+def test_fused_adamw_steps_with_clipped_gradients(make_cfg, monkeypatch, precision, clip):
+    """The fused AdamW step stays under bf16-mixed (no grad scaler, so Lightning's refusal to
+    clip for a fused optimizer does not apply), and the gradients it steps on are clipped to
+    trainer.gradient_clip_val; without clipping they are larger, so the check can fail."""
+    norms = []
+    original = EmotionModule.configure_gradient_clipping
+
+    def recording(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        original(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"]
+                 if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads]))))
+
+    monkeypatch.setattr(EmotionModule, "configure_gradient_clipping", recording)
+    _, objects = train(make_cfg(f"trainer.precision={precision}",
+                                f"trainer.gradient_clip_val={clip}"))
+    assert objects["model"].optimizers().optimizer.defaults["fused"] is True
+    assert len(norms) == objects["trainer"].global_step > 0
+    if clip:
+        assert max(norms) <= clip * 1.001, norms
+    else:
+        assert min(norms) > 0.01, norms
 
 
 def test_auto_precision_picks_what_the_cpu_runs_natively(make_cfg):

@@ -148,6 +148,26 @@ class EmotionModule(L.LightningModule):
             logger.log_metrics({"params/trainable": self.trainable_params,
                                 "params/total": self.total_params})
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
+                                    gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if gradient_clip_val and scaler is None and getattr(
+                optimizer, "_step_supports_amp_scaling", False):
+            # Lightning refuses to clip for an optimizer that unscales inside its step (fused
+            # AdamW) under mixed precision. That matters for fp16's grad scaler only: bf16 has
+            # none, so these are the true gradients and we clip them ourselves, keeping the
+            # fused step (1.5x the samples/s of foreach on a bf16 CPU, issue 13).
+            params = [p for group in optimizer.param_groups for p in group["params"]
+                      if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val, foreach=True)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                            gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = self.hparams.optimizer(params=params)
