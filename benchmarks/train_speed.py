@@ -2,7 +2,7 @@
 (as many GoEmotions scripts write it, and tuned) against emotion_lab's three adapters, and
 emotion_lab's achieved model FLOP/s against the matmul peak this script measures.
 
-    python benchmarks/train_speed.py --data-dir ../shared/goemotions
+    python benchmarks/train_speed.py [--skip-full-data] [--rows trainer_tuned,emotion_lab_full]
 
 Rows (same MiniLM, same first N training texts, same batch size, same learning rate,
 warmup and weight decay, one epoch, no evaluation during training):
@@ -18,7 +18,9 @@ warmup and weight decay, one epoch, no evaluation during training):
 
 Model FLOPs per real (non-padding) token: 6 x non-embedding parameters (forward 2, backward
 4) plus attention 12 x layers x hidden x sequence length; under LoRA the frozen weights get
-no weight gradients (4 x), a frozen backbone runs forward only (2 x).
+no weight gradients (4 x), a frozen backbone runs forward only (2 x). Each row records the
+precision it trained in and its share of that precision's matmul peak (bf16 rows against
+the bf16 peak, fp32 rows against the fp32 one).
 Writes benchmarks/results/train_speed.json and prints a Markdown table.
 """
 
@@ -81,7 +83,7 @@ def training_flops(facts: dict[str, int], lengths: list[int], adapter: str) -> f
 
 
 def trainer_row(name: str, texts: list[str], labels, tokenizer, source: str, batch: int,
-                tuned: bool, bf16: bool) -> dict[str, Any]:
+                tuned: bool, bf16: bool, callbacks: list | None = None) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -108,11 +110,13 @@ def trainer_row(name: str, texts: list[str], labels, tokenizer, source: str, bat
             logging_steps=10, save_strategy="no", eval_strategy="no", report_to=[],
             use_cpu=True, seed=42, disable_tqdm=True, bf16=bf16 and tuned,
             train_sampling_strategy="group_by_length" if tuned else "random")
-        trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
+        trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator,
+                          callbacks=callbacks)
         result = trainer.train()
     losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
     return {"row": name, "seconds": result.metrics["train_runtime"], "samples": len(texts),
-            "steps": steps, "loss_curve": losses, "bf16": bf16 and tuned}
+            "steps": steps, "loss_curve": losses,
+            "precision": "bf16-mixed" if bf16 and tuned else "32-true"}
 
 
 def emotion_lab_row(name: str, adapter: str, overrides: list[str], out: Path) -> dict[str, Any]:
@@ -145,7 +149,8 @@ def emotion_lab_row(name: str, adapter: str, overrides: list[str], out: Path) ->
             "steps": metrics["global_steps"], "loss_curve": sorted(losses),
             "feature_seconds": metrics.get("time/feature_seconds"),
             "step_samples_per_second": metrics["time/train_samples_per_second"],
-            "lengths": split.lengths.tolist(), "test_macro_f1": metrics["test/macro_f1"]}
+            "lengths": split.lengths.tolist(), "test_macro_f1": metrics["test/macro_f1"],
+            "precision": metrics["precision"]}
 
 
 def main() -> int:
@@ -156,8 +161,11 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-full-data", action="store_true",
                         help="skip row 6 (frozen head on all 43k texts, ~5 min)")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated row names to run (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_speed.json")
     args = parser.parse_args()
+    wanted = set(args.rows.split(",")) if args.rows else None
     import numpy as np
     import transformers
 
@@ -178,12 +186,15 @@ def main() -> int:
     bf16 = native_bf16()
     print(f"measuring matmul peaks ({torch.get_num_threads()} threads)...", flush=True)
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    base = [f"data.dir={args.data_dir}", f"data.max_train_examples={args.examples}",
+    data_dir = [f"data.dir={args.data_dir}"] if args.data_dir else []  # else the packaged copy
+    base = [*data_dir, f"data.max_train_examples={args.examples}",
             "data.max_eval_examples=256", f"data.batch_size={args.batch_size}"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name, tuned in (("trainer_baseline", False), ("trainer_tuned", True)):
+            if wanted and name not in wanted:
+                continue
             print(f"{name}...", flush=True)
             rows.append(trainer_row(name, train_split.texts, train_split.labels, tokenizer,
                                     source, args.batch_size, tuned, bf16))
@@ -194,17 +205,19 @@ def main() -> int:
                  [*hf_head, "adapter.freeze_word_embeddings=true"]),
                 ("emotion_lab_lora", "lora", []),
                 ("emotion_lab_frozen_head", "frozen_head", [])):
+            if wanted and name not in wanted:
+                continue
             print(f"{name}...", flush=True)
             rows.append(emotion_lab_row(name, adapter, [
                 *base, f"paths.cache_dir={tmp / 'cache'}", *extra], tmp / name))
-        if not args.skip_full_data:
+        if not args.skip_full_data and not wanted:
             for run, extra in (("cold_cache", []), ("warm_cache", []),
                                ("warm_cache_batch256", ["adapter.feature_batch_size=256",
                                                         "model.optimizer.lr=1e-2"])):
                 name = f"emotion_lab_frozen_head_all_{run}"
                 print(f"{name}...", flush=True)
                 rows.append(emotion_lab_row(name, "frozen_head", [
-                    f"data.dir={args.data_dir}", "trainer.max_epochs=20",
+                    *data_dir, "trainer.max_epochs=20",
                     f"paths.cache_dir={tmp / 'cache_all'}", *extra], tmp / name))
     by_name = {r["row"]: r for r in rows}
     for row in rows:
@@ -216,15 +229,18 @@ def main() -> int:
         if row.get("adapter") and row["samples_per_second"]:
             flops = training_flops(facts, lengths, row["adapter"]) / row["seconds"]
             row["model_flops_per_second"] = flops
-            row["share_of_fp32_peak"] = flops / peaks["fp32"]
-            row["share_of_bf16_peak"] = flops / peaks["bf16"]
+            row["peak"] = "bf16" if "bf16" in row["precision"] else "fp32"
+            row["share_of_peak"] = flops / peaks[row["peak"]]
             for ref in ("trainer_baseline", "trainer_tuned"):
-                row[f"x_{ref}"] = row["samples_per_second"] / by_name[ref]["samples_per_second"]
-    full = by_name["emotion_lab_full"]
+                if ref in by_name:
+                    row[f"x_{ref}"] = (row["samples_per_second"]
+                                       / by_name[ref]["samples_per_second"])
+    full = by_name.get("emotion_lab_full")
     for name in ("emotion_lab_lora", "emotion_lab_full_frozen_embeddings"):
-        by_name[name]["x_emotion_lab_full"] = (
-            by_name[name]["samples_per_second"] / full["samples_per_second"])
-    if not args.skip_full_data:
+        if full and name in by_name:
+            by_name[name]["x_emotion_lab_full"] = (
+                by_name[name]["samples_per_second"] / full["samples_per_second"])
+    if not args.skip_full_data and not wanted:
         full_epoch = len(data.splits["train"]) / full["samples_per_second"]
         for run in ("cold_cache", "warm_cache", "warm_cache_batch256"):
             row = by_name[f"emotion_lab_frozen_head_all_{run}"]
@@ -245,19 +261,20 @@ def main() -> int:
     args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     print(f"\n{machine['cpu']}, {machine['threads']} threads, torch {torch.__version__}, "
           f"peaks fp32 {peaks['fp32'] / 1e9:.0f} / bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
-    print("| row | samples/s | tokens/s | x baseline | x tuned | % fp32 peak | loss at end "
-          "| s (total) | test macro-F1 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| row | precision | samples/s | tokens/s | x baseline | x tuned | x full "
+          "| % of its peak | loss at end | s (total) | test macro-F1 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     def fmt(r: dict, key: str, spec: str) -> str:
         return spec.format(r[key]) if r.get(key) is not None else "-"
 
     for r in rows:
         loss = f"{r['loss_curve'][-1][1]:.4f} (step {r['loss_curve'][-1][0]})" \
             if r["loss_curve"] else "-"
-        print(f"| {r['row']} | {fmt(r, 'samples_per_second', '{:.1f}')} | "
+        peak = f"{r['share_of_peak']:.1%} ({r['peak']})" if r.get("share_of_peak") else "-"
+        print(f"| {r['row']} | {r['precision']} | {fmt(r, 'samples_per_second', '{:.1f}')} | "
               f"{fmt(r, 'tokens_per_second', '{:.0f}')} | "
               f"{fmt(r, 'x_trainer_baseline', '{:.2f}')} | {fmt(r, 'x_trainer_tuned', '{:.2f}')} | "
-              f"{fmt(r, 'share_of_fp32_peak', '{:.1%}')} | {loss} | {r['seconds']:.1f} | "
+              f"{fmt(r, 'x_emotion_lab_full', '{:.2f}')} | {peak} | {loss} | {r['seconds']:.1f} | "
               f"{fmt(r, 'test_macro_f1', '{:.3f}')} |")
     print(f"wrote {args.out}")
     return 0
