@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -373,3 +374,23 @@ def test_balanced_pos_weight_trains(make_cfg):
     _, objects = train(make_cfg("model.loss.pos_weight=balanced", "debug=fdr"))
     weight = objects["model"].loss_fn.pos_weight
     assert weight.shape == (L,) and torch.all((weight >= 1) & (weight <= 10))
+
+
+def test_reuse_freed_memory_sets_glibc_thresholds(monkeypatch):
+    from emotion_lab.models import callbacks
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(callbacks.ctypes, "CDLL", lambda name: FakeLibc())
+    trainer = type("T", (), {"strategy": type("S", (), {"root_device": torch.device("cpu")})})
+    callbacks.ReuseFreedMemory(256, 1024).setup(trainer, None, "fit")
+    if sys.platform.startswith("linux"):
+        assert calls == [(callbacks.M_MMAP_THRESHOLD, 256 << 20),
+                         (callbacks.M_TRIM_THRESHOLD, 1024 << 20)]
+    with pytest.raises(ValueError, match="C int"):
+        callbacks.ReuseFreedMemory(4096)
