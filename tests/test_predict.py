@@ -265,10 +265,11 @@ def page(server):
 
 
 def words_in_page(driver) -> list[tuple[str, float]]:
-    from selenium.webdriver.common.by import By
-
-    return [(w.text, float(w.get_attribute("data-importance")))
-            for w in driver.find_elements(By.CSS_SELECTOR, "#highlighted .word")]
+    # one script call reads them all: the page may redraw between two WebDriver calls
+    words = driver.execute_script(
+        "return [...document.querySelectorAll('#highlighted .word')]"
+        ".map((w) => [w.textContent, w.dataset.importance]);")
+    return [(text, float(importance)) for text, importance in words]
 
 
 def test_demo_page_shows_emotions_bars_and_highlighted_words(page, server, clf):
