@@ -394,3 +394,12 @@ def test_reuse_freed_memory_sets_glibc_thresholds(monkeypatch):
                          (callbacks.M_TRIM_THRESHOLD, 1024 << 20)]
     with pytest.raises(ValueError, match="C int"):
         callbacks.ReuseFreedMemory(4096)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_cpu_training_swaps_in_fast_dropout_unless_told_not_to(make_cfg, fast):
+    from emotion_lab.models.dropout import FastDropout
+
+    _, objects = train(make_cfg("debug=fdr", f"model.fast_dropout={fast}"))
+    kinds = {type(m) for m in objects["model"].model.modules()}
+    assert (FastDropout in kinds) is fast and (torch.nn.Dropout in kinds) is not fast
