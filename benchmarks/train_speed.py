@@ -163,7 +163,17 @@ ROWS: dict[str, tuple] = {
     "emotion_lab_full_frozen_embeddings": ("emotion_lab", "full",
                                            [*HF_HEAD, "adapter.freeze_word_embeddings=true"],
                                            False),
+    # issue 13's three step changes, each turned off in turn
+    "emotion_lab_full_torch_dropout": ("emotion_lab", "full",
+                                       [*HF_HEAD, "model.fast_dropout=false"], False),
+    "emotion_lab_full_foreach_adamw": ("emotion_lab", "full",
+                                       [*HF_HEAD, "model.optimizer.fused=false"], False),
+    "emotion_lab_full_default_allocator": ("emotion_lab", "full",
+                                           [*HF_HEAD, "callbacks.reuse_freed_memory=null"],
+                                           False),
     "emotion_lab_lora": ("emotion_lab", "lora", [], False),
+    "emotion_lab_lora_torch_dropout": ("emotion_lab", "lora", ["model.fast_dropout=false"],
+                                       False),
     "emotion_lab_frozen_head": ("emotion_lab", "frozen_head", [], False),
     "emotion_lab_frozen_head_all_cold_cache": ("emotion_lab", "frozen_head", [], True),
     "emotion_lab_frozen_head_all_warm_cache": ("emotion_lab", "frozen_head", [], True),
@@ -284,8 +294,9 @@ def main() -> int:
                     row[f"x_{ref}"] = (row["samples_per_second"]
                                        / by_name[ref]["samples_per_second"])
     full = by_name.get("emotion_lab_full")
-    for name in ("emotion_lab_lora", "emotion_lab_full_frozen_embeddings"):
-        if full and name in by_name:
+    for name in by_name:
+        if full and name.startswith("emotion_lab_") and name != "emotion_lab_full" and \
+                by_name[name].get("samples_per_second"):
             by_name[name]["x_emotion_lab_full"] = (
                 by_name[name]["samples_per_second"] / full["samples_per_second"])
     if not args.skip_full_data and not wanted:
