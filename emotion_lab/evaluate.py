@@ -1,0 +1,93 @@
+"""Hydra face of post-hoc evaluation: new threshold policies and calibrations for a finished
+run, from its saved validation arrays, without training again.
+
+    python -m emotion_lab.evaluate run_dir=outputs/train/runs/<time> threshold=global
+    python -m emotion_lab.evaluate -m run_dir=<run> threshold=fixed,global,per_label \
+        calibration=none,global,per_label
+
+Thresholds and temperatures are fitted on the run's validation probabilities only (the raw
+ones, before any temperature the run itself applied) and frozen for test, by the same
+`evaluate_run` that training calls. Each variant lands in
+<run_dir>/evaluations/<threshold>_<calibration>/ with the files `python -m
+emotion_lab.report` reads; `python -m emotion_lab.report <run_dir>` compares them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from emotion_lab.evaluation.run_evaluation import evaluate_run
+from emotion_lab.rundir import RunDirError, load_arrays, read_json, write_evaluation, write_json
+
+log = logging.getLogger(__name__)
+# what the variant takes from the run as it is (the rest is the new evaluation)
+RUN_FACTS = ("backbone", "adapter", "problem_type", "taxonomy", "num_labels", "precision",
+             "eval_precision", "test/macro_f1_frequency_baseline", "params/trainable",
+             "params/total", "params/trainable_share", "time/fit_seconds",
+             "time/feature_seconds", "time/train_seconds", "time/train_samples_per_second",
+             "train/samples_seen", "epochs", "global_steps", "best_checkpoint")
+
+
+def raw_arrays(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split's probabilities before any temperature the run applied, and its labels."""
+    probs, labels = load_arrays(run_dir, split)
+    raw = run_dir / f"{split}_probs_uncalibrated.npy"
+    return (np.load(raw) if raw.is_file() else probs), labels
+
+
+def evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """Fit cfg.threshold and cfg.calibration on the run's validation arrays, evaluate, and
+    write the variant into `out`; returns its metrics."""
+    run_dir = Path(cfg.run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        raise RunDirError(f"run_dir={run_dir}: no metrics.json; give a run directory written "
+                          f"by python -m emotion_lab.train.")
+    facts = read_json(run_dir / "metrics.json")
+    labels = list(read_json(run_dir / "label_map.json").values())
+    config = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() \
+        else OmegaConf.create({})
+    single_label = facts.get("problem_type") == "single_label"
+    val_probs, val_labels = raw_arrays(run_dir, "val")
+    test_probs, test_labels = raw_arrays(run_dir, "test")
+    evaluation = evaluate_run(
+        val_probs, val_labels, test_probs, test_labels, labels,
+        threshold_policy=instantiate(cfg.threshold.policy), calibration=cfg.calibration.name,
+        calibration_grid=cfg.calibration.get("grid"), single_label=single_label,
+        taxonomies=list(OmegaConf.select(config, "data.eval_taxonomies", default=[]) or []))
+    metrics = {k: facts[k] for k in RUN_FACTS if k in facts} | {
+        "threshold_policy": "argmax" if single_label else cfg.threshold.name,
+        "calibration": evaluation.calibration, "evaluated_from": str(run_dir),
+        **evaluation.metrics}
+    write_evaluation(out, metrics, evaluation, labels)
+    for name in ("data_report.json", "test_texts.json"):  # the report's counts and errors
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
+    write_json(out / "evaluate_config.json", OmegaConf.to_container(cfg, resolve=True))
+    log.info("%s thresholds, calibration %s: val macro-F1 %.4f, test macro-F1 %.4f -> %s",
+             metrics["threshold_policy"], metrics["calibration"], metrics["val/macro_f1"],
+             metrics["test/macro_f1"], out)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except RunDirError as e:
+        log.error("%s", e)
+        sys.exit(2)
+    return metrics.get("val/macro_f1")
+
+
+if __name__ == "__main__":
+    main()
