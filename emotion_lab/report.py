@@ -23,10 +23,15 @@ from emotion_lab.evaluation.calibration import ece_per_label, reliability_bins
 from emotion_lab.evaluation.comparison import (
     ComparisonError,
     Run,
+    SeedGroup,
     check_label_sets,
     feature_note,
+    group_by_seed,
+    group_markdown,
+    group_table,
     markdown_table,
     name_runs,
+    pareto_front,
     summary_table,
 )
 from emotion_lab.evaluation.error_analysis import (
@@ -40,7 +45,14 @@ from emotion_lab.evaluation.figures import (
     plot_label_heatmap,
     plot_per_label_scores,
     plot_reliability,
-    plot_score_vs_params,
+    plot_score_vs_cost,
+)
+from emotion_lab.evaluation.uncertainty import (
+    Bootstrap,
+    Interval,
+    RunScores,
+    group_interval,
+    paired_difference,
 )
 from emotion_lab.rundir import RunDirError, find_runs, load_arrays, load_run, read_json
 
@@ -99,9 +111,65 @@ def error_analysis(run: Run, figures: Path, per_label: int) -> tuple[str, pd.Dat
     return "\n".join(text), errors
 
 
+def test_scores(run: Run) -> RunScores:
+    probs, labels = load_arrays(run.path, "test")
+    thresholds = list(read_json(run.path / "thresholds.json").values())
+    return RunScores.of(probs, labels, None if thresholds[0] is None else np.array(thresholds))
+
+
+def same_test_set(scores: list[RunScores]) -> bool:
+    first = scores[0].tp + scores[0].fn
+    return all(s.n == scores[0].n and np.array_equal(s.tp + s.fn, first) for s in scores[1:])
+
+
+def uncertainty(runs: list[Run], groups: list[SeedGroup], table: pd.DataFrame,
+                settings: Bootstrap) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Bootstrap intervals (per run into `table`, per group into the group table) and paired
+    differences of every group against the best one by validation macro-F1."""
+    scores = {r.path: test_scores(r) for r in runs}
+    intervals: dict[tuple[str, str], Interval] = {}
+    for metric in ("macro_f1", "macro_pr_auc"):
+        per_run = {r.path: group_interval([scores[r.path]], metric, settings) for r in runs}
+        table[f"test_{metric}_low"] = [per_run[r.path].low for r in runs]
+        table[f"test_{metric}_high"] = [per_run[r.path].high for r in runs]
+        for group in groups:
+            intervals[(group.name, metric)] = per_run[group.runs[0].path] \
+                if len(group.runs) == 1 else group_interval(
+                    [scores[r.path] for r in group.runs], metric, settings)
+    groups_df = group_table(groups, table, intervals)
+    notes = [f"Intervals: {settings.confidence:.0%} bootstrap over test examples "
+             f"(scipy.stats.bootstrap, {settings.method}, {settings.n_resamples:,} resamples, "
+             f"seed {settings.seed}); a group's interval is that of its mean over seeds, every "
+             "seed scored on the same resamples, so it leaves out the spread between seeds "
+             "(the sd column shows that)."]
+    rows = []
+    best = groups[int(groups_df["val_macro_f1_mean"].to_numpy().argmax())]
+    if not same_test_set(list(scores.values())):
+        notes.append("Paired differences left out: the runs were not scored on the same test "
+                     "examples.")
+        return groups_df, pd.DataFrame(rows), notes
+    for group in groups:
+        if group is best:
+            continue
+        for metric in ("macro_f1", "macro_pr_auc"):
+            diff = paired_difference([scores[r.path] for r in group.runs],
+                                     [scores[r.path] for r in best.runs], metric, settings)
+            sds = groups_df.set_index("group").loc[[group.name, best.name],
+                                                   f"test_{metric}_sd"]
+            rows.append({"group": group.name, "against": best.name, "metric": f"test {metric}",
+                         "difference": diff.estimate, "low": diff.low, "high": diff.high,
+                         "interval excludes 0": "yes" if diff.excludes_zero else "no",
+                         "larger seed sd": sds.max()})
+    return groups_df, pd.DataFrame(rows), notes
+
+
 def write_report(paths: list[str | Path], out: str | Path | None = None,
-                 wandb: bool = False, errors_per_label: int = 3) -> dict[str, Path]:
-    """Find, check and compare the runs below `paths`; returns the files written."""
+                 wandb: bool = False, errors_per_label: int = 3,
+                 bootstrap: Bootstrap | None = None) -> dict[str, Path]:
+    """Find, check and compare the runs below `paths`; returns the files written.
+    `bootstrap`: interval settings (default Bootstrap()); n_resamples=0 leaves intervals out.
+    """
+    bootstrap = bootstrap or Bootstrap()
     paths = [Path(p) for p in paths]
     runs = [load_run(p) for p in find_runs(paths)]
     check_label_sets(runs)
@@ -111,11 +179,29 @@ def write_report(paths: list[str | Path], out: str | Path | None = None,
     figures = out / "report_figures"
     figures.mkdir(parents=True, exist_ok=True)
     table = summary_table(runs)
+    groups = group_by_seed(runs)
+    log.info("%d run(s) in %d group(s): %s", len(runs), len(groups),
+             ", ".join(g.name for g in groups))
+    if bootstrap.n_resamples > 0:
+        log.info("bootstrap intervals: %d resamples of the test set per run and group",
+                 bootstrap.n_resamples)
+        groups_df, differences, notes = uncertainty(runs, groups, table, bootstrap)
+    else:
+        groups_df, differences = group_table(groups, table), pd.DataFrame()
+        notes = ["No intervals: the report ran with --bootstrap-resamples 0."]
     table.to_csv(out / "report.csv", index=False)
-    log.info("%d run(s): %s", len(runs), ", ".join(r.name for r in runs))
+    groups_df.to_csv(out / "report_groups.csv", index=False)
+    differences.to_csv(out / "report_differences.csv", index=False)
 
-    plot_score_vs_params(table, figures / "macro_f1_vs_trainable_params.png", "test_macro_f1",
-                         "Test macro-F1 against trainable parameters")
+    for cost, name, xlabel in (
+            ("params_trainable", "trainable_params", "trainable parameters (log scale)"),
+            ("train_seconds", "train_time", "training time, s (log scale; fit + feature pass)")):
+        usable = groups_df[groups_df[f"{cost}_mean" if cost == "train_seconds" else cost]
+                           .notna()].reset_index(drop=True)
+        x = usable[f"{cost}_mean" if cost == "train_seconds" else cost].to_numpy(float)
+        plot_score_vs_cost(usable, figures / f"macro_f1_vs_{name}.png", cost, "test_macro_f1",
+                           xlabel, f"Test macro-F1 against {xlabel.split(' (')[0]}",
+                           pareto_front(x, usable["test_macro_f1_mean"].to_numpy(float)))
     counts = runs[0].train_counts
     split_scores = {col: pd.DataFrame({r.name: r.per_label[r.per_label["split"] == "test"]
                                        .set_index("label")[col] for r in runs})
@@ -134,14 +220,35 @@ def write_report(paths: list[str | Path], out: str | Path | None = None,
 
     shown = table.drop(columns=["dir", "backbone"] if table["backbone"].nunique() == 1
                        else ["dir"])
+    for metric in ("macro_f1", "macro_pr_auc"):
+        if f"test_{metric}_low" in shown:
+            shown.insert(shown.columns.get_loc(f"test_{metric}") + 1, f"{metric} 95% CI",
+                         [f"[{lo:.4f}, {hi:.4f}]" for lo, hi in
+                          zip(shown.pop(f"test_{metric}_low"), shown.pop(f"test_{metric}_high"),
+                              strict=True)])
+    several = any(len(g.runs) > 1 for g in groups)
+    seeds_md = ["## Seed groups", "",
+                "Runs that differ only by their seed, as mean ± sample sd over seeds "
+                "(a group of one shows its run).", "", group_markdown(groups_df), ""] \
+        if several else []
+    diff_md = ["## Paired differences against the best group", "",
+               f"Each group's mean test score minus that of **{differences['against'].iloc[0]}**"
+               " (best by validation macro-F1), both scored on the same bootstrap resamples "
+               "of the test set: an interval that excludes 0 is a difference this test set "
+               "can tell apart. It covers the draw of test examples, not of seeds: a "
+               "difference within the larger seed sd (last column) may still be the seeds'.",
+               "", markdown_table(differences), ""] \
+        if len(differences) else []
     md = ["# emotion_lab report", "",
           f"{len(runs)} run(s) below {', '.join(f'`{p}`' for p in paths)}. Thresholds and "
           "temperatures were fitted on validation by each run; the best run is chosen by "
           "validation macro-F1. ECE: test macro expected calibration error (15 bins), before "
-          "and after temperature scaling.", "", markdown_table(shown), "", *feature_note(runs),
+          "and after temperature scaling.", "", markdown_table(shown), "", *notes, "",
+          *feature_note(runs), *seeds_md, *diff_md,
           "Run directories:", "", *[f"- {r.name}: `{r.path}`" for r in runs], "",
           "## Figures", "",
           "![F1 vs params](report_figures/macro_f1_vs_trainable_params.png)", "",
+          "![F1 vs time](report_figures/macro_f1_vs_train_time.png)", "",
           "![PR-AUC](report_figures/per_label_pr_auc.png)", "",
           "![F1 vs frequency](report_figures/f1_vs_label_frequency.png)", "",
           "### Reliability on test", "",
@@ -149,6 +256,8 @@ def write_report(paths: list[str | Path], out: str | Path | None = None,
           errors_md, ""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
     written = {"report.md": out / "report.md", "report.csv": out / "report.csv",
+               "report_groups.csv": out / "report_groups.csv",
+               "report_differences.csv": out / "report_differences.csv",
                "report_errors.csv": out / "report_errors.csv",
                **{p.name: p for p in sorted(figures.glob("*.png"))}}
     log_to_wandb(table, [p for p in written.values() if p.suffix == ".png"], wandb, out)
@@ -183,10 +292,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wandb", action="store_true", help="log the table and figures to W&B")
     parser.add_argument("--errors-per-label", type=int, default=3,
                         help="confident mistakes listed per label and kind (default 3)")
+    parser.add_argument("--bootstrap-resamples", type=int, default=1000,
+                        help="test-set resamples per interval (default 1000; 0: no intervals)")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="resampling seed")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="interval confidence level (default 0.95)")
+    parser.add_argument("--bootstrap-method", default="percentile",
+                        choices=["percentile", "basic", "BCa"],
+                        help="scipy.stats.bootstrap method (default percentile; BCa adds one "
+                             "statistic per test example)")
     args = parser.parse_args(argv)
+    if args.bootstrap_resamples < 0 or not 0 < args.confidence < 1:
+        parser.error("--bootstrap-resamples must be >= 0 and --confidence within (0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        written = write_report(args.paths, args.out, args.wandb, args.errors_per_label)
+        written = write_report(args.paths, args.out, args.wandb, args.errors_per_label,
+                               Bootstrap(args.bootstrap_resamples, args.bootstrap_seed,
+                                         args.confidence, args.bootstrap_method))
     except (ReportError, ComparisonError, RunDirError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -188,4 +188,11 @@ def load_run(path: Path) -> Run:
     if counts is None:
         counts, count_name = dict(per_label[per_label["split"] == "test"][["label", "support"]]
                                   .values), "test examples"
-    return Run(path, metrics, labels, per_label, pd.Series(counts, dtype=int), count_name)
+    # an evaluation variant shares its run's training config (it only re-fits thresholds)
+    source = Path(metrics.get("evaluated_from", path))
+    config_yaml = source / "config.yaml" if (source / "config.yaml").is_file() \
+        else path / "config.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(config_yaml), resolve=False) \
+        if config_yaml.is_file() else {}
+    return Run(path, metrics, labels, per_label, pd.Series(counts, dtype=int), count_name,
+               config=config)

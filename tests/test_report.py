@@ -16,6 +16,7 @@ from emotion_lab.evaluation.error_analysis import (
     predictions,
     true_vs_predicted,
 )
+from emotion_lab.evaluation.uncertainty import Bootstrap
 from emotion_lab.report import main, write_report
 from emotion_lab.train import train
 
@@ -80,7 +81,8 @@ def test_report_over_a_multirun(runs, tmp_path):
         json.loads((runs / "0" / "metrics.json").read_text())["test/macro_ece_uncalibrated"])
     assert not np.isnan(full["test_ece_after"]) and np.isnan(lora["test_ece_after"])
     figures = {p.name for p in (out / "report_figures").glob("*.png")}
-    assert figures == {"macro_f1_vs_trainable_params.png", "per_label_pr_auc.png",
+    assert figures == {"macro_f1_vs_trainable_params.png", "macro_f1_vs_train_time.png",
+                       "per_label_pr_auc.png",
                        "f1_vs_label_frequency.png", "heatmap_best_run.png",
                        "reliability_0.png", "reliability_1.png"}
     assert all(p.stat().st_size > 10_000 for p in written.values() if p.suffix == ".png")
@@ -91,6 +93,54 @@ def test_report_over_a_multirun(runs, tmp_path):
     errors = pd.read_csv(out / "report_errors.csv")
     test_texts = json.loads((runs / "0" / "test_texts.json").read_text(encoding="utf-8"))
     assert len(errors) > 0 and set(errors["text"]) <= set(test_texts)
+
+
+def test_report_intervals_hold_each_run_s_score(runs, tmp_path):
+    out = tmp_path / "report"
+    write_report([runs], out, bootstrap=Bootstrap(n_resamples=200, seed=3))
+    table = pd.read_csv(out / "report.csv")
+    low, high = table["test_macro_f1_low"], table["test_macro_f1_high"]
+    assert ((low <= table["test_macro_f1"]) & (table["test_macro_f1"] <= high)
+            & (high - low > 0)).all()
+    # average precision's bootstrap leans upwards on a test set this small (a resample
+    # that draws no positive of a label leaves it out), so only a proper interval is asked
+    low, high = table["test_macro_pr_auc_low"], table["test_macro_pr_auc_high"]
+    assert ((low >= 0) & (low < high) & (high <= 1)).all()
+    differences = pd.read_csv(out / "report_differences.csv")
+    best = table.loc[table["val_macro_f1"].idxmax(), "run"]
+    other = next(r for r in table["run"] if r != best)
+    f1 = differences[differences["metric"] == "test macro_f1"].iloc[0]
+    assert (f1["group"], f1["against"]) == (other, best)
+    by_run = table.set_index("run")["test_macro_f1"]
+    assert f1["difference"] == pytest.approx(by_run[other] - by_run[best])
+    assert f1["low"] <= f1["difference"] <= f1["high"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Paired differences against the best group" in md and "200 resamples" in md
+    # the same seed gives the same intervals; no resamples, no intervals
+    write_report([runs], tmp_path / "again", bootstrap=Bootstrap(n_resamples=200, seed=3))
+    assert pd.read_csv(tmp_path / "again" / "report.csv").equals(table)
+    write_report([runs], tmp_path / "none", bootstrap=Bootstrap(n_resamples=0))
+    assert "test_macro_f1_low" not in pd.read_csv(tmp_path / "none" / "report.csv")
+
+
+def test_report_groups_runs_that_differ_only_by_seed(goemotions_dir, tmp_path):
+    root = tmp_path / "multirun"
+    jobs = [("adapter=full", "seed=1"), ("adapter=full", "seed=2"), ("adapter=lora", "seed=1")]
+    for job, overrides in enumerate(jobs):
+        train(compose_train_cfg(goemotions_dir, root / str(job), *overrides))
+    write_report([root], tmp_path / "report", bootstrap=Bootstrap(n_resamples=100))
+    groups = pd.read_csv(tmp_path / "report" / "report_groups.csv").set_index("group")
+    assert list(groups.index) == ["full", "lora"] and list(groups["seeds"]) == ["1,2", "1"]
+    table = pd.read_csv(tmp_path / "report" / "report.csv")
+    full = table[table["adapter"] == "full"]["test_macro_f1"]
+    assert groups.loc["full", "test_macro_f1_mean"] == pytest.approx(full.mean())
+    assert groups.loc["full", "test_macro_f1_sd"] == pytest.approx(full.std(ddof=1))
+    assert np.isnan(groups.loc["lora", "test_macro_f1_sd"])
+    assert groups.loc["full", "test_macro_f1_low"] <= full.mean() <= groups.loc[
+        "full", "test_macro_f1_high"]
+    md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Seed groups" in md and "full (2 seeds)" not in md  # names in figures only
+    assert f"{full.mean():.4f} ± {full.std(ddof=1):.4f}" in md
 
 
 def test_report_cli_writes_next_to_the_runs(runs, capsys):
@@ -107,7 +157,7 @@ def test_report_logs_table_and_figures_to_wandb(runs, tmp_path, wandb_offline):
     offline = list((tmp_path / "report" / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     media = offline[0] / "files" / "media"
-    assert len(list((media / "images" / "report").glob("*.png"))) == 6
+    assert len(list((media / "images" / "report").glob("*.png"))) == 7
     table = json.loads(next((media / "table" / "report").glob("runs*.table.json")).read_text())
     assert len(table["data"]) == 2 and "test_macro_f1" in table["columns"]
 

@@ -98,26 +98,41 @@ def place_labels(ax, points: list[tuple[float, float]], texts: list[str],
         placed.append(box)
 
 
-def plot_score_vs_params(table: pd.DataFrame, path: str | Path, metric: str,
-                         title: str) -> None:
-    """One labelled point per run: `metric` against trainable parameters (log scale).
+def plot_score_vs_cost(groups: pd.DataFrame, path: str | Path, cost: str, metric: str,
+                       xlabel: str, title: str, front: np.ndarray | None = None) -> None:
+    """One labelled point per seed group: the mean of `metric` against the mean of `cost`
+    (log scale), with bars of one standard deviation over seeds each way where a group has
+    several, and the Pareto front (indices into `groups`, cheapest first) as a step line.
 
-    `table` has `run`, `params_trainable` and `metric` columns. Labels alternate above and
-    below their points so that runs with similar sizes do not write over each other."""
-    table = table.sort_values("params_trainable").reset_index(drop=True)
+    `groups` has `group` and `{cost,metric}_mean` / `_sd` columns (comparison.group_table);
+    a cost without `_mean` (trainable parameters) is the same for every seed."""
+    x = groups[f"{cost}_mean"] if f"{cost}_mean" in groups else groups[cost]
+    x_sd = groups.get(f"{cost}_sd")
+    y, y_sd = groups[f"{metric}_mean"], groups[f"{metric}_sd"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, row in table.iterrows():
-        ax.scatter(row["params_trainable"], row[metric], s=50, zorder=3)
-        ax.annotate(row["run"], (row["params_trainable"], row[metric]), fontsize=8,
-                    textcoords="offset points", xytext=(6, 8 if i % 2 == 0 else -14))
+    if front is not None and len(front):
+        fx, fy = x.iloc[front].to_numpy(), y.iloc[front].to_numpy()
+        ax.step(fx, fy, where="post", color="grey", ls="--", lw=1, zorder=1,
+                label="Pareto front (no group better and cheaper)")
+        ax.scatter(fx, fy, s=140, facecolors="none", edgecolors="black", zorder=4)
+    for i in range(len(groups)):
+        ax.errorbar(x.iloc[i], y.iloc[i], yerr=None if np.isnan(y_sd.iloc[i]) else y_sd.iloc[i],
+                    xerr=None if x_sd is None or np.isnan(x_sd.iloc[i]) else x_sd.iloc[i],
+                    fmt="o", ms=7, capsize=3, zorder=3)
+        runs = groups["runs"].iloc[i] if "runs" in groups else 1
+        label = groups["group"].iloc[i] + (f" ({runs} seeds)" if runs > 1 else "")
+        ax.annotate(label, (x.iloc[i], y.iloc[i]), fontsize=8, textcoords="offset points",
+                    xytext=(6, 8 if i % 2 == 0 else -14))
     ax.set_xscale("log")
-    low, high = table[metric].min(), table[metric].max()
+    low, high = (y - y_sd.fillna(0)).min(), (y + y_sd.fillna(0)).max()
     pad = max(0.02, 0.15 * (high - low))
     ax.set_ylim(low - pad, high + pad)
-    ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel(metric)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{metric} (mean over seeds, bars: 1 sd)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
+    if front is not None and len(front):
+        ax.legend(loc="lower right", fontsize=8)
     _save(fig, path)
 
 
