@@ -79,13 +79,38 @@ def evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     return metrics
 
 
+class GateError(ValueError):
+    """A gate that names a metric the evaluation does not have."""
+
+
+def passes_gate(metrics: dict[str, Any], metric: str, minimum: float | None) -> bool:
+    """Whether metrics[metric] >= minimum (always, without a minimum); logs the verdict."""
+    if minimum is None:
+        return True
+    if metric not in metrics:
+        near = [k for k in metrics if k.split("/")[-1] == metric.split("/")[-1]] or \
+            [k for k in metrics if k.startswith(("val/", "test/"))][:8]
+        raise GateError(f"gate.metric={metric}: not in the evaluation's metrics; "
+                        f"for example {', '.join(near)}")
+    value = metrics[metric]
+    ok = value is not None and value >= minimum
+    (log.info if ok else log.error)("gate: %s = %.4f %s %.4f", metric,
+                                    float("nan") if value is None else value,
+                                    ">=" if ok else "<", minimum)
+    return ok
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except RunDirError as e:
+        gate = cfg.get("gate") or {}
+        passed = passes_gate(metrics, gate.get("metric", "test/macro_f1"), gate.get("min"))
+    except (RunDirError, GateError) as e:
         log.error("%s", e)
         sys.exit(2)
+    if not passed:
+        sys.exit(1)
     return metrics.get("val/macro_f1")
 
 

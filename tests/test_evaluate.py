@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import compose_config, compose_train_cfg
 
-from emotion_lab.evaluate import evaluate
+from emotion_lab.evaluate import GateError, evaluate, passes_gate
 from emotion_lab.evaluation.metrics import evaluate as score
 from emotion_lab.rundir import RunDirError, read_json
 from emotion_lab.train import train
@@ -80,3 +80,21 @@ def test_multirun_writes_one_variant_per_setting_and_the_report_reads_them(run_d
                          timeout=300)
     assert bad.returncode == 2 and "no metrics.json" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_gate_fails_below_its_minimum_and_names_unknown_metrics(run_dir):
+    value = read_json(run_dir / "metrics.json")["test/macro_f1"]
+    assert passes_gate({"test/macro_f1": value}, "test/macro_f1", None)
+    assert passes_gate({"test/macro_f1": value}, "test/macro_f1", value)
+    assert not passes_gate({"test/macro_f1": value}, "test/macro_f1", value + 0.01)
+    with pytest.raises(GateError, match="test/macro_f1"):
+        passes_gate({"test/macro_f1": value, "val/macro_f1": value}, "test/macro_f", 0.1)
+    command = [sys.executable, "-m", "emotion_lab.evaluate", f"run_dir={run_dir}",
+               "threshold=global", "calibration=joint"]
+    failing = subprocess.run(command + [f"gate.min={value + 0.2}"], capture_output=True,
+                             text=True, timeout=300)
+    assert failing.returncode == 1 and "gate: test/macro_f1" in failing.stdout + failing.stderr
+    passing = subprocess.run(command + ["gate.min=0.0"], capture_output=True, text=True,
+                             timeout=300)
+    assert passing.returncode == 0, passing.stderr[-2000:]
+    assert (run_dir / "evaluations" / "global_joint" / "metrics.json").is_file()
