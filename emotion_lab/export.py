@@ -84,7 +84,7 @@ def export_hf(run_dir: Path, out: Path) -> dict[str, Any]:
             f"{run_dir} uses emotion_lab's own head (pooling={spec['head']['pooling']}"
             f"{', hidden layer' if spec['head'].get('hidden_size') else ''}), which transformers "
             f"has no class for, so no pipeline could load it. Export format=onnx (portable, any "
-            f"head), or train with model.head.pooling=cls for an HF head.")
+            f"head), or train with model.head.type=hf for an HF head.")
     single = spec.get("problem_type") == "single_label"
     model.config.id2label = dict(enumerate(spec["labels"]))
     model.config.label2id = {name: i for i, name in enumerate(spec["labels"])}

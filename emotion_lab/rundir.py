@@ -147,7 +147,8 @@ def load_model(model_dir: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     elif isinstance(model, PooledClassifier):
         model.classifier.load_state_dict(load_file(model_dir / "classifier.safetensors"))
     tokenizer = load_tokenizer({**backbone, "tokenizer": str(model_dir)})
-    return model.eval(), tokenizer, spec
+    # a base trained in bf16 (backbone.dtype) predicts in fp32, as the run's arrays were made
+    return model.float().eval(), tokenizer, spec
 
 
 def load_arrays(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 
@@ -26,6 +27,18 @@ def _check_head_modules(model: nn.Module, head_modules: list[str]) -> None:
         top = sorted({n.split(".")[0] for n in names})
         raise ValueError(f"backbone.head_modules names {missing}, which this model does not "
                          f"have; its top-level modules are {top}.")
+
+
+def upcast_trainable(model: nn.Module) -> int:
+    """Trainable parameters in fp32, whatever dtype the backbone loaded in: a frozen bf16 base
+    halves weight memory, but AdamW updates on bf16 weights lose small steps. Returns how
+    many tensors changed dtype."""
+    changed = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            changed += 1
+    return changed
 
 
 def word_embeddings(model: nn.Module) -> nn.Module:
@@ -80,6 +93,8 @@ class Lora:
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
     ffn_modules: list[str] = field(default_factory=list)
     train_ffn: bool = False
+    # GPT-2's fused Conv1D layers store weights transposed (backbone.lora_fan_in_fan_out)
+    fan_in_fan_out: bool = False
 
     def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
         from peft import LoraConfig, get_peft_model
@@ -88,7 +103,8 @@ class Lora:
         targets = list(self.target_modules) + (list(self.ffn_modules) if self.train_ffn else [])
         config = LoraConfig(task_type="SEQ_CLS", r=self.r, lora_alpha=self.alpha,
                             lora_dropout=self.dropout, target_modules=targets,
-                            modules_to_save=list(head_modules))
+                            modules_to_save=list(head_modules),
+                            fan_in_fan_out=self.fan_in_fan_out)
         with warnings.catch_warnings():
             # PEFT 0.21 asks transformers 5 for the deprecated `is_gradient_checkpointing`;
             # the FutureWarning is PEFT's to act on, not the user's

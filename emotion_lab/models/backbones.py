@@ -100,9 +100,41 @@ def _load(what: str, source: str, loader, new_modules: list[str] | tuple = (), *
 
 
 def load_tokenizer(backbone: dict[str, Any]):
+    """The backbone's tokenizer with a pad token: decoder tokenizers (GPT-2, Llama 3,
+    SmolLM2) ship without one, and batches need it. `backbone.pad_token` says what to use
+    then: `eos` (the end-of-text token; the attention mask, not the id, marks padding) or a
+    token of the vocabulary. Nothing is added to the vocabulary, so embeddings keep their
+    size."""
     source = resolve_source(backbone["tokenizer"] or backbone["model"], backbone["local_package"])
-    return _load("tokenizer", source, AutoTokenizer.from_pretrained,
-                 **backbone.get("tokenizer_kwargs", {}))
+    tokenizer = _load("tokenizer", source, AutoTokenizer.from_pretrained,
+                      **backbone.get("tokenizer_kwargs", {}))
+    if tokenizer.pad_token is None:
+        fallback = backbone.get("pad_token")
+        token = tokenizer.eos_token if fallback == "eos" else fallback
+        known = token is not None and (token == tokenizer.unk_token or (
+            tokenizer.convert_tokens_to_ids(token) not in (None, tokenizer.unk_token_id)))
+        if not known:
+            raise BackboneError(
+                f"The tokenizer of {backbone.get('name') or source!r} has no pad token"
+                + (f" and backbone.pad_token={fallback!r} is not in its vocabulary"
+                   if fallback else "")
+                + ". Set backbone.pad_token=eos (its end-of-text token) or to one of its "
+                  "special tokens.")
+        tokenizer.pad_token = token
+    if backbone.get("padding_side"):
+        tokenizer.padding_side = backbone["padding_side"]
+    return tokenizer
+
+
+def weight_dtype(backbone: dict[str, Any]) -> torch.dtype:
+    """backbone.dtype (float32 | bfloat16 | float16): the dtype weights load in. Explicit,
+    because transformers 5 otherwise loads a checkpoint's own dtype (bf16 for most LMs),
+    and full fine-tuning must keep fp32 weights."""
+    name = backbone.get("dtype") or "float32"
+    dtype = getattr(torch, str(name).replace("torch.", ""), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise BackboneError(f"backbone.dtype={name!r}: expected float32, bfloat16 or float16.")
+    return dtype
 
 
 
@@ -112,12 +144,14 @@ def load_backbone(backbone: dict[str, Any], auto_class: Any, new_modules: list[s
     `config_values` set on its config: built untrained with a fixed seed from `random_init`,
     else loaded from its source. `new_modules`: modules the checkpoint is expected to lack
     (a fresh classification head), which transformers need not report."""
+    dtype = weight_dtype(backbone)
     if backbone.get("random_init"):
         config = AutoConfig.for_model(**backbone["random_init"])
         for key, value in config_values.items():
             setattr(config, key, value)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            return auto_class.from_config(config)
+            return auto_class.from_config(config).to(dtype)
     source = resolve_source(backbone["model"], backbone["local_package"])
-    return _load("model", source, auto_class.from_pretrained, new_modules, **config_values)
+    return _load("model", source, auto_class.from_pretrained, new_modules, dtype=dtype,
+                 **config_values)

@@ -17,7 +17,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from emotion_lab.evaluation.metrics import evaluate
-from emotion_lab.models.adapters import count_parameters
+from emotion_lab.models.adapters import count_parameters, upcast_trainable
 from emotion_lab.models.dropout import use_fast_dropout
 from emotion_lab.models.heads import build_classifier, init_output_bias
 
@@ -58,23 +58,44 @@ def pos_weight_from(setting: Any, train_frequencies: list[float] | None,
     return torch.tensor(list(setting), dtype=torch.float)
 
 
+def enable_checkpointing(model: nn.Module) -> None:
+    """Recompute each layer's activations in backward: less memory for 0.1-1B models, about
+    a third more compute. Non-reentrant: needs no input that requires grad (LoRA, frozen
+    embeddings). transformers 5 renamed the method; 4.x has the old name only."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False  # a classifier never decodes; checkpointing refuses it
+
+
 class EmotionModule(L.LightningModule):
     def __init__(self, backbone: dict[str, Any], label_names: list[str], adapter: Any,
                  threshold_policy: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  head: dict[str, Any], loss: dict[str, Any], optimizer: Callable,
                  scheduler: Callable | None = None, warmup_ratio: float = 0.1,
                  train_frequencies: list[float] | None = None,
-                 problem_type: str = "multi_label", fast_dropout: bool = True):
+                 problem_type: str = "multi_label", fast_dropout: bool = True,
+                 gradient_checkpointing: bool = False):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.label_names = list(label_names)
         self.single_label = problem_type == "single_label"
         model, self.head_modules = build_classifier(backbone, self.label_names, head,
                                                     problem_type)
-        if head.get("init_bias", "prior") == "prior" and train_frequencies is not None:
-            init_output_bias(model, self.head_modules, train_frequencies, self.single_label)
+        if head.get("init_bias", "prior") == "prior" and train_frequencies is not None and \
+                not init_output_bias(model, self.head_modules, train_frequencies,
+                                     self.single_label):
+            log.info("model.head.init_bias=prior: %s's output layer has no bias, so it starts "
+                     "at 0.5 for every label (model.head.type=pooled has one)",
+                     backbone.get("name"))
         # transformers returns models in eval mode; Lightning keeps each module's mode as found
+        if gradient_checkpointing:
+            enable_checkpointing(getattr(model, "encoder", model))
         self.model = adapter.apply(model.train(), self.head_modules)
+        upcast_trainable(self.model)
         self.trainable_params, self.total_params = count_parameters(self.model)
         log.info("model: %s / %s, %s of %s parameters train (%.2f%%)", backbone.get("name"),
                  getattr(adapter, "name", type(adapter).__name__), f"{self.trainable_params:,}",
@@ -143,6 +164,11 @@ class EmotionModule(L.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             logits = self.logits(batch)
         return {"index": batch["index"], "probs": self.probabilities(logits)}
+
+    def on_predict_start(self) -> None:
+        # a base loaded in bf16 (backbone.dtype) predicts in fp32 too: the same values,
+        # widened, so that the saved arrays and a reloaded run agree on any machine
+        self.model.float()
 
     def on_fit_start(self) -> None:
         for logger in self.loggers:

@@ -6,16 +6,34 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from torch import nn
-from transformers import AutoModel, AutoModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from emotion_lab.models.backbones import load_backbone
+from emotion_lab.models.backbones import load_backbone, load_tokenizer
+
+POOLINGS = ("cls", "mean", "last")
+# what each backbone family's HF sequence-classification class pools (backbone.hf_head_pooling):
+# BERT-style encoders [CLS]; decoders (Llama, Qwen2, GPT-2) the last non-pad token; T5 the
+# decoder's state at the last </s>
+HF_POOLINGS = ("cls", "last", "eos")
 
 
-def uses_hf_head(head: dict[str, Any]) -> bool:
-    """HF's own sequence-classification head pools [CLS] and has no extra layer of ours."""
-    return head["pooling"] == "cls" and not head.get("hidden_size")
+def uses_hf_head(head: dict[str, Any], backbone: dict[str, Any] | None = None) -> bool:
+    """HF's own sequence-classification head where the asked pooling is the one it does
+    (backbone.hf_head_pooling: cls for encoders, last for decoders, eos for T5) and no extra
+    layer of ours is asked; `head.type` = hf or pooled forces one or the other."""
+    kind = head.get("type", "auto")
+    if kind in ("hf", "pooled"):
+        return kind == "hf"
+    hf_pooling = (backbone or {}).get("hf_head_pooling", "cls")
+    return head["pooling"] == hf_pooling and not head.get("hidden_size")
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of each row's last real token, whichever side the padding is on."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * positions).argmax(dim=1)
 
 
 class PooledClassifier(nn.Module):
@@ -24,8 +42,10 @@ class PooledClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_labels: int, pooling: str, dropout: float,
                  hidden_size: int | None = None):
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"model.head.pooling={pooling!r}: expected 'cls' or 'mean'.")
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.head.pooling={pooling!r}: expected one of {POOLINGS} "
+                             "(cls: the first token, mean: every real token, last: the last "
+                             "real token, for decoders).")
         self.encoder, self.pooling = encoder, pooling
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None  # unused here; DDP refuses parameters without gradients
@@ -42,6 +62,9 @@ class PooledClassifier(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
+        if self.pooling == "last":  # a decoder's only token that has read the whole text
+            return hidden[torch.arange(len(hidden), device=hidden.device),
+                          last_token_index(attention_mask)]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
@@ -52,22 +75,26 @@ class PooledClassifier(nn.Module):
 
 
 def init_output_bias(model: nn.Module, head_modules: list[str], frequencies: list[float],
-                     single_label: bool = False) -> None:
+                     single_label: bool = False) -> bool:
     """Start the output layer at the label priors: bias = log-odds of each label's training
     frequency (single-label: log of each class's frequency, so softmax gives the priors).
     From a zero bias every label starts at p=0.5, and at fine-tuning learning rates (~1e-4 a
     step) Adam needs thousands of steps to walk 28 biases down to about -3, which left MiniLM
-    predicting priors after one epoch."""
+    predicting priors after one epoch. Returns False, changing nothing, where the output
+    layer has no bias (the decoders' HF `score` head)."""
     prior = torch.tensor(frequencies, dtype=torch.float).clamp(1e-4, 1 - 1e-4)
     outputs = [m for name, m in model.named_modules()
                if isinstance(m, nn.Linear) and m.out_features == len(frequencies)
-               and m.bias is not None and any(f".{h}." in f".{name}." for h in head_modules)]
+               and any(f".{h}." in f".{name}." for h in head_modules)]
+    if len(outputs) == 1 and outputs[0].bias is None:
+        return False
     if len(outputs) != 1:
         raise ValueError(f"expected one output layer with {len(frequencies)} outputs in the head "
                          f"modules {head_modules}, found {len(outputs)}.")
     with torch.no_grad():
         outputs[0].bias.copy_(torch.log(prior) if single_label
                               else torch.log(prior / (1 - prior)))
+    return True
 
 
 def build_classifier(backbone: dict[str, Any], label_names: list[str], head: dict[str, Any],
@@ -78,8 +105,18 @@ def build_classifier(backbone: dict[str, Any], label_names: list[str], head: dic
               "label2id": {n: i for i, n in enumerate(label_names)},
               # HF's name; it also picks sigmoid or softmax in transformers' pipeline
               "problem_type": f"{problem_type}_classification"}
-    hf_head = uses_hf_head(head)
-    auto = AutoModelForSequenceClassification if hf_head else AutoModel
+    hf_head = uses_hf_head(head, backbone)
+    if hf_head and head["pooling"] != backbone.get("hf_head_pooling", "cls"):
+        raise ValueError(f"model.head.type=hf: {backbone.get('name')}'s HF head pools "
+                         f"{backbone.get('hf_head_pooling', 'cls')!r}, not "
+                         f"{head['pooling']!r}; use model.head.type=pooled for that pooling.")
+    # the classes are facts of the backbone family (T5's own head needs its encoder alone)
+    auto = get_class(backbone.get("hf_head_class")
+                     or "transformers.AutoModelForSequenceClassification") if hf_head \
+        else get_class(backbone.get("encoder_class") or "transformers.AutoModel")
+    if hf_head:
+        # decoders find the last real token by the pad id, so the config must know it
+        labels["pad_token_id"] = load_tokenizer(backbone).pad_token_id
     model = load_backbone(backbone, auto, backbone["head_modules"] if hf_head else (),
                           **(labels if hf_head else {}))
     if hf_head:
