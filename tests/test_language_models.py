@@ -207,3 +207,26 @@ def test_train_save_reload_predict(name, adapter, folders, goemotions_dir, tmp_p
     saved, _ = load_arrays(out, "test")
     np.testing.assert_allclose(clf.scores(texts), saved, atol=1e-5)
     assert len(clf.predict(TEXTS[0])[0]["emotions"]) >= 0
+
+
+@pytest.mark.parametrize(("name", "adapter", "fmt", "extra"), [
+    ("smollm2_135m", "lora", "hf", ()),       # LoRA merged into LlamaForSequenceClassification
+    ("gpt2", "lora", "hf", ()),               # merged through the fused Conv1D
+    ("t5_small", "full", "hf", ("model.head.pooling=eos",)),  # T5ForSequenceClassification
+    ("smollm2_135m", "full", "onnx", ()),
+])
+def test_exports_reproduce_the_run(name, adapter, fmt, extra, folders, goemotions_dir, tmp_path):
+    from emotion_lab.export import export_hf, export_onnx
+
+    run = tmp_path / "run"
+    train(compose_train_cfg(goemotions_dir, run, f"backbone={name}",
+                            f"backbone.model={folders[name]}", f"adapter={adapter}", *extra))
+    if fmt == "hf":
+        report = export_hf(run, tmp_path / "hf")  # loads it in a transformers pipeline
+        assert report["pipeline_max_abs_diff"] < 1e-5
+        assert read_json(tmp_path / "hf" / "config.json")["pad_token_id"] is not None
+    else:
+        report = export_onnx(run, tmp_path / "onnx", quantize=False, evaluate=True, opset=18)
+        assert report["max_abs_diff_vs_pytorch"] < 1e-4
+        f1 = report["test_macro_f1"]
+        assert f1["onnx"] == pytest.approx(f1["pytorch"])

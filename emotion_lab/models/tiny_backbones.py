@@ -20,6 +20,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
@@ -193,46 +194,46 @@ def _padded(n: int, multiple: int = 64) -> int:
     return -(-n // multiple) * multiple
 
 
-def _llama_model(tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def _llama_model(tokenizer: PreTrainedTokenizerBase, **sizes: Any) -> PreTrainedModel:
     """Llama 3.2 / SmolLM2 shape: grouped-query attention, SwiGLU, tied embeddings."""
-    config = LlamaConfig(
+    config = dict(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=None)
-    return LlamaForCausalLM(config)
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=None) | sizes
+    return LlamaForCausalLM(LlamaConfig(**config))
 
 
-def _qwen2_model(tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def _qwen2_model(tokenizer: PreTrainedTokenizerBase, **sizes: Any) -> PreTrainedModel:
     """Qwen2.5-0.5B shape: grouped-query attention with q/k/v biases, tied embeddings.
     bos_token_id is None, as the tokenizer's (Qwen2.5's config.json says <|endoftext|>)."""
-    config = Qwen2Config(
+    config = dict(
         vocab_size=_padded(len(tokenizer)), hidden_size=64, intermediate_size=128,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=None)
-    return Qwen2ForCausalLM(config)
+        pad_token_id=None) | sizes
+    return Qwen2ForCausalLM(Qwen2Config(**config))
 
 
-def _gpt2_model(tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def _gpt2_model(tokenizer: PreTrainedTokenizerBase, **sizes: Any) -> PreTrainedModel:
     """GPT-2 shape: fused c_attn Conv1D, learned positions, tied embeddings."""
-    config = GPT2Config(
+    config = dict(
         vocab_size=len(tokenizer), n_positions=MAX_POSITIONS, n_embd=64, n_layer=2, n_head=4,
         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=None)
-    return GPT2LMHeadModel(config)
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=None) | sizes
+    return GPT2LMHeadModel(GPT2Config(**config))
 
 
-def _t5_model(tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+def _t5_model(tokenizer: PreTrainedTokenizerBase, **sizes: Any) -> PreTrainedModel:
     """T5 v1.0 (t5-small) shape: ReLU DenseReluDense.wi/wo, relative attention, tied
     embeddings, decoding starts from <pad>."""
-    config = T5Config(
+    config = dict(
         vocab_size=_padded(len(tokenizer)), d_model=64, d_kv=16, d_ff=128, num_layers=2,
         num_decoder_layers=2, num_heads=4, feed_forward_proj="relu", n_positions=512,
         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
-    return T5ForConditionalGeneration(config)
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id) | sizes
+    return T5ForConditionalGeneration(T5Config(**config))
 
 
 _Builders = tuple[Callable[[], PreTrainedTokenizerBase],
@@ -249,8 +250,10 @@ _BUILDERS: dict[str, _Builders] = {
 _HUB_TOKENIZER_CLASS = {"llama": "PreTrainedTokenizerFast"}
 
 
-def build_tiny_backbone(family: str, folder: str | Path, seed: int = 0) -> Path:
+def build_tiny_backbone(family: str, folder: str | Path, seed: int = 0, **sizes: Any) -> Path:
     """Write a tiny random <family> model + tokenizer to `folder`; returns the folder.
+    `sizes` override config values (hidden_size=576, num_hidden_layers=30, ...): a random
+    model of a real model's shape costs what the real one costs, for speed and memory.
 
     The same family and seed give the same files (weights and tokenizer); the seed changes
     only the weights. The global torch RNG is left as it was."""
@@ -261,7 +264,7 @@ def build_tiny_backbone(family: str, folder: str | Path, seed: int = 0) -> Path:
     tokenizer = make_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = make_model(tokenizer)
+        model = make_model(tokenizer, **sizes)
     with no_transformers_bars():
         model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
