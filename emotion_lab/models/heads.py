@@ -114,8 +114,9 @@ def build_classifier(backbone: dict[str, Any], label_names: list[str], head: dic
     auto = get_class(backbone.get("hf_head_class")
                      or "transformers.AutoModelForSequenceClassification") if hf_head \
         else get_class(backbone.get("encoder_class") or "transformers.AutoModel")
-    if hf_head:
-        # decoders find the last real token by the pad id, so the config must know it
+    if hf_head and backbone.get("pad_token"):
+        # decoders find the last real token by the pad id, so the config must know the one
+        # load_tokenizer gives tokenizers without one (encoders' configs have theirs)
         labels["pad_token_id"] = load_tokenizer(backbone).pad_token_id
     model = load_backbone(backbone, auto, backbone["head_modules"] if hf_head else (),
                           **(labels if hf_head else {}))
