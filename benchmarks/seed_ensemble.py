@@ -22,9 +22,10 @@ from emotion_lab.rundir import load_arrays, read_json, write_evaluation
 
 
 def raw(run: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    probs, labels = load_arrays(run, split)
     uncalibrated = run / f"{split}_probs_uncalibrated.npy"
-    return (np.load(uncalibrated) if uncalibrated.is_file() else probs), labels
+    if uncalibrated.is_file():
+        return np.load(uncalibrated), np.load(run / f"{split}_labels.npy")
+    return load_arrays(run, split)
 
 
 def main() -> int:

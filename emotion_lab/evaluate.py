@@ -40,9 +40,10 @@ RUN_FACTS = ("backbone", "adapter", "problem_type", "taxonomy", "num_labels", "p
 
 def raw_arrays(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """A split's probabilities before any temperature the run applied, and its labels."""
-    probs, labels = load_arrays(run_dir, split)
     raw = run_dir / f"{split}_probs_uncalibrated.npy"
-    return (np.load(raw) if raw.is_file() else probs), labels
+    if raw.is_file():  # the calibrated copy is not needed (kept runs may lack it)
+        return np.load(raw), np.load(run_dir / f"{split}_labels.npy")
+    return load_arrays(run_dir, split)
 
 
 def evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
