@@ -28,7 +28,7 @@ from emotion_lab.console import silence_known_warnings
 from emotion_lab.data.types import DataError
 from emotion_lab.evaluation.metrics import frequency_baseline
 from emotion_lab.evaluation.run_evaluation import RunEvaluation, evaluate_run
-from emotion_lab.models.backbones import BackboneError, load_tokenizer
+from emotion_lab.models.backbones import BackboneError, load_tokenizer, weight_dtype
 from emotion_lab.models.callbacks import TrainingClock
 from emotion_lab.models.feature_cache import use_cached_features
 from emotion_lab.models.precision import fast_precision
@@ -52,6 +52,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     precision = training_precision(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
+    check_weight_dtype(config["backbone"], precision)
 
     # build: data, model (and its cached features), callbacks, loggers, trainer
     tokenizer = load_tokenizer(config["backbone"])
@@ -113,6 +114,18 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
              metrics["test/macro_f1"], metrics["test/micro_f1"])
     log.info("run written to %s", cfg.paths.output_dir)
     return metrics, objects
+
+
+def check_weight_dtype(backbone: dict[str, Any], precision: str) -> None:
+    """Frozen weights in bf16/fp16 only work where autocast casts activations to match."""
+    dtype = weight_dtype(backbone)
+    wanted = {torch.bfloat16: "bf16", torch.float16: "16"}.get(dtype)
+    if wanted and not precision.startswith(wanted):
+        raise BackboneError(
+            f"backbone.dtype={backbone.get('dtype')} needs trainer.precision={wanted}-mixed; "
+            f"this run trains in {precision} (on this machine trainer.precision=auto picks "
+            f"it). Set backbone.dtype=float32, or trainer.precision={wanted}-mixed where the "
+            f"hardware runs it natively.")
 
 
 def training_precision(cfg: DictConfig) -> str:

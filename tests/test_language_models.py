@@ -230,3 +230,13 @@ def test_exports_reproduce_the_run(name, adapter, fmt, extra, folders, goemotion
         assert report["max_abs_diff_vs_pytorch"] < 1e-4
         f1 = report["test_macro_f1"]
         assert f1["onnx"] == pytest.approx(f1["pytorch"])
+
+
+def test_a_bf16_base_outside_bf16_training_is_refused_with_the_fix(folders, goemotions_dir,
+                                                                   tmp_path):
+    cfg = compose_train_cfg(goemotions_dir, tmp_path / "run", "backbone=smollm2_135m",
+                            f"backbone.model={folders['smollm2_135m']}", "adapter=lora",
+                            "backbone.dtype=bfloat16", "trainer.precision=32-true")
+    with pytest.raises(BackboneError, match="needs trainer.precision=bf16-mixed.*32-true"):
+        train(cfg)
+    assert not (tmp_path / "run" / "metrics.json").exists()
