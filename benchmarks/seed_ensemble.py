@@ -16,16 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion_lab.evaluate import raw_arrays
 from emotion_lab.evaluation.run_evaluation import evaluate_run
 from emotion_lab.evaluation.thresholds import tune_per_label
-from emotion_lab.rundir import load_arrays, read_json, write_evaluation
-
-
-def raw(run: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    uncalibrated = run / f"{split}_probs_uncalibrated.npy"
-    if uncalibrated.is_file():
-        return np.load(uncalibrated), np.load(run / f"{split}_labels.npy")
-    return load_arrays(run, split)
+from emotion_lab.rundir import read_json, write_evaluation
 
 
 def main() -> int:
@@ -38,7 +32,7 @@ def main() -> int:
     labels = list(read_json(args.runs[0] / "label_map.json").values())
     split_arrays = {}
     for split in ("val", "test"):
-        members = [raw(r, split) for r in args.runs]
+        members = [raw_arrays(r, split) for r in args.runs]
         if any(not np.array_equal(m[1], members[0][1]) for m in members[1:]):
             print(f"error: the runs' {split} labels differ: not the same {split} set",
                   file=sys.stderr)

@@ -51,6 +51,7 @@ from emotion_lab.evaluation.uncertainty import (
     Bootstrap,
     Interval,
     RunScores,
+    check_same_test_set,
     group_interval,
     paired_difference,
 )
@@ -118,8 +119,11 @@ def test_scores(run: Run) -> RunScores:
 
 
 def same_test_set(scores: list[RunScores]) -> bool:
-    first = scores[0].tp + scores[0].fn
-    return all(s.n == scores[0].n and np.array_equal(s.tp + s.fn, first) for s in scores[1:])
+    try:
+        check_same_test_set([scores])
+    except ValueError:
+        return False
+    return True
 
 
 def uncertainty(runs: list[Run], groups: list[SeedGroup], table: pd.DataFrame,
