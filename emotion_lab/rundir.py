@@ -10,6 +10,12 @@
     test_texts.json     the test texts in the order of the arrays (error analysis, explain)
     label_map.json      {id: label}
     {val,test}_{probs,labels}.npy
+    confusion_test.png  true vs predicted label on test (share of each true label's examples)
+    generative models (model=generative) also write:
+      {val,test}_answers.jsonl         per example: generated text, parsed labels, unknown
+                                       words, rationale
+      {val,test}_generated_preds.npy   the labels parsed from the answers (0/1)
+      confusion_test_generated.png
     config.yaml         the resolved training config
     model/              tokenizer + weights, loadable with load_model() alone:
       emotion_lab.json  how to rebuild: backbone, head, adapter, labels
@@ -17,6 +23,8 @@
                         emotion_lab's own head adds classifier.safetensors
       lora:             adapter/ (PEFT adapter + trained head); the base comes from the
                         backbone source recorded in emotion_lab.json
+      generative:       the language model (or its adapter/); emotion_lab.json holds
+                        kind: generative, the prompt and the generation settings
 
 Training writes a run with write_evaluation, write_config and save_model; every face reads
 runs through load_model, load_arrays and read_json, and the report finds and reads finished
@@ -38,8 +46,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from emotion_lab.evaluation.comparison import Run
+from emotion_lab.evaluation.error_analysis import predictions, true_vs_predicted
+from emotion_lab.evaluation.figures import plot_label_heatmap
 from emotion_lab.evaluation.run_evaluation import RunEvaluation
 from emotion_lab.models.backbones import load_tokenizer, no_transformers_bars
+from emotion_lab.models.generative import build_language_model
 from emotion_lab.models.heads import PooledClassifier, build_classifier
 
 REQUIRED = ("metrics.json", "thresholds.json", "label_map.json", "model/emotion_lab.json")
@@ -83,6 +94,23 @@ def write_evaluation(run_dir: Path, metrics: dict[str, Any], evaluation: RunEval
             writer.writerows({"split": split, **row} for row in rows)
     for name, array in evaluation.arrays.items():
         np.save(run_dir / f"{name}.npy", array)
+    for split, rows in evaluation.answers.items():
+        with (run_dir / f"{split}_answers.jsonl").open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    write_confusion(run_dir, evaluation, label_names)
+
+
+def write_confusion(run_dir: Path, evaluation: RunEvaluation, label_names: list[str]) -> None:
+    """confusion_test.png: true against predicted label on test (thresholded scores), and
+    confusion_test_generated.png for the labels a generative model wrote."""
+    arrays = evaluation.arrays
+    made = {"confusion_test.png": predictions(arrays["test_probs"], evaluation.thresholds)}
+    if "test_generated_preds" in arrays:
+        made["confusion_test_generated.png"] = arrays["test_generated_preds"]
+    for name, preds in made.items():
+        what = "generated answers" if "generated" in name else "scores over thresholds"
+        plot_label_heatmap(true_vs_predicted(arrays["test_labels"], preds), label_names,
+                           run_dir / name, f"test: true vs predicted label ({what})")
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -93,8 +121,10 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
 def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str, Any],
                head: dict[str, Any], adapter: str, label_names: list[str],
                problem_type: str = "multi_label",
-               temperatures: list[float] | None = None) -> None:
-    """Save the trained classifier so that load_model() needs nothing but this folder."""
+               temperatures: list[float] | None = None,
+               generative: dict[str, Any] | None = None) -> None:
+    """Save the trained classifier so that load_model() needs nothing but this folder.
+    `generative`: a model that writes its labels: its prompt and generation settings."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(model_dir)
     # transformers 5's BertweetTokenizer rewrites bpe.codes in a form its own loader misreads
@@ -106,6 +136,8 @@ def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str,
     spec = {"format": 1, "adapter": adapter, "head": head, "labels": label_names,
             "problem_type": problem_type, "temperatures": temperatures,
             "backbone": dict(backbone)}
+    if generative is not None:
+        spec |= {"kind": "generative", **generative}
     with no_transformers_bars():
         if hasattr(model, "peft_config"):
             model.save_pretrained(model_dir / "adapter")
@@ -136,8 +168,9 @@ def load_model(model_dir: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     # weights are loaded into it below: true, expected, and alarming to read; hidden.
     hf_logging.set_verbosity_error()
     try:
-        model, _ = build_classifier(backbone, spec["labels"], spec["head"],
-                                    spec.get("problem_type", "multi_label"))
+        model = build_language_model(backbone) if spec.get("kind") == "generative" else \
+            build_classifier(backbone, spec["labels"], spec["head"],
+                             spec.get("problem_type", "multi_label"))[0]
     finally:
         hf_logging.set_verbosity(verbosity)
     if (model_dir / "adapter").is_dir():

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.console import silence_known_warnings
 from emotion_lab.data.types import DataError
+from emotion_lab.evaluation.generation import evaluate_generated
 from emotion_lab.evaluation.metrics import frequency_baseline
 from emotion_lab.evaluation.run_evaluation import RunEvaluation, evaluate_run
 from emotion_lab.models.backbones import BackboneError, load_tokenizer, weight_dtype
@@ -56,7 +57,9 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     # build: data, model (and its cached features), callbacks, loggers, trainer
     tokenizer = load_tokenizer(config["backbone"])
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    # a model that writes its labels gets prompts and answers (model.prompt), not inputs
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer,
+                             prompt=config["model"].get("prompt"))
     datamodule.setup()
     single_label = datamodule.problem_type == "single_label"
     if single_label:
@@ -89,9 +92,9 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # fast_dev_run and runs without a checkpoint callback keep the last weights
     best = (trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
             else "") or None
-    val_probs = predict_split(trainer, model, datamodule.val_dataloader(), best)
+    val_probs, val_text = predict_split(trainer, model, datamodule.val_dataloader(), best)
     # the best weights are loaded into `model` now; test needs no second checkpoint read
-    test_probs = predict_split(trainer, model, datamodule.test_dataloader(), None)
+    test_probs, test_text = predict_split(trainer, model, datamodule.test_dataloader(), None)
 
     # evaluate: calibration and thresholds fitted on validation only, applied to test
     splits = datamodule.splits
@@ -100,6 +103,10 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         datamodule.label_names, threshold_policy=model.hparams.threshold_policy,
         calibration=cfg.calibration.name, calibration_grid=cfg.calibration.get("grid"),
         single_label=single_label, taxonomies=datamodule.eval_taxonomies)
+    if datamodule.format is not None:  # the model wrote answers: evaluate them too
+        answers = {"val": val_text["generated"], "test": test_text["generated"]}
+        evaluation = add_generated(evaluation, answers, splits, datamodule.format,
+                                   single_label)
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
     if not trainer.is_global_zero:  # under DDP one process writes the run
         return evaluation.metrics, objects
@@ -144,15 +151,34 @@ def training_precision(cfg: DictConfig) -> str:
 
 
 def predict_split(trainer: L.Trainer, model: L.LightningModule, loader,
-                  ckpt_path: str | None) -> np.ndarray:
-    """Probabilities for a split in its original order (loaders yield length-sorted batches)."""
+                  ckpt_path: str | None) -> tuple[np.ndarray, dict[str, list]]:
+    """Probabilities for a split in its original order (loaders yield length-sorted batches),
+    and any per-example lists the model returns besides (a generative model's answers)."""
     outputs = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path,
                               weights_only=False)  # our own checkpoint: hparams are pickled
     index = torch.cat([o["index"] for o in outputs])
     probs = torch.cat([o["probs"] for o in outputs]).float()
     ordered = torch.empty_like(probs)
     ordered[index] = probs
-    return ordered.numpy()
+    extras = {}
+    for key in (k for k, v in outputs[0].items() if isinstance(v, list)):
+        values = [None] * len(index)
+        for i, value in zip(index.tolist(), (v for o in outputs for v in o[key]), strict=True):
+            values[i] = value
+        extras[key] = values
+    return ordered.numpy(), extras
+
+
+def add_generated(evaluation: RunEvaluation, answers: dict[str, list[str]], splits,
+                  fmt, single_label: bool) -> RunEvaluation:
+    """The generated answers' metrics, predictions and rows beside the score-based ones."""
+    for split, texts in answers.items():
+        metrics, preds, rows = evaluate_generated(texts, splits[split].labels, fmt, split,
+                                                  single_label)
+        evaluation.metrics |= metrics
+        evaluation.arrays[f"{split}_generated_preds"] = preds
+        evaluation.answers[split] = rows
+    return evaluation
 
 
 def run_metrics(cfg: DictConfig, datamodule, model, trainer: L.Trainer,
@@ -163,6 +189,7 @@ def run_metrics(cfg: DictConfig, datamodule, model, trainer: L.Trainer,
     clock = next((c for c in trainer.callbacks if isinstance(c, TrainingClock)), None)
     return {
         "backbone": cfg.backbone.name, "adapter": cfg.adapter.name,
+        "model": "classifier" if datamodule.format is None else "generative",
         "threshold_policy": "argmax" if single_label else cfg.threshold.name,
         "calibration": evaluation.calibration,
         "problem_type": datamodule.problem_type, "taxonomy": datamodule.taxonomy,
@@ -195,9 +222,12 @@ def write_run(run_dir: Path, metrics: dict[str, Any], evaluation: RunEvaluation,
     write_json(run_dir / "test_texts.json", list(splits["test"].texts))  # error analysis
     write_config(run_dir, config)
     temperatures = evaluation.temperatures
+    generative = {k: config["model"][k] for k in ("prompt", "generation")} \
+        if "prompt" in config["model"] else None
     save_model(run_dir / "model", model.model, tokenizer, config["backbone"],
-               config["model"]["head"], config["adapter"]["name"], labels,
-               datamodule.problem_type, None if temperatures is None else temperatures.tolist())
+               config["model"].get("head"), config["adapter"]["name"], labels,
+               datamodule.problem_type, None if temperatures is None else temperatures.tolist(),
+               generative)
 
 
 def overridden(group: str) -> bool:

@@ -99,3 +99,63 @@ class FeatureSplit(Dataset):
         generator = torch.Generator().manual_seed(seed) if shuffle else None
         return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
                           collate_fn=self.collate)
+
+
+class PromptedSplit(Dataset):
+    """A split as prompts and target answers (token ids), for language models that write
+    their labels. A batch serves both model kinds:
+
+    input_ids, attention_mask, lm_labels   prompt + target, right-padded; lm_labels is the
+                                           target with -100 on the prompt and the padding
+                                           (a causal LM's loss falls on the answer only)
+    prompt_ids, prompt_mask                the prompt alone, left-padded: where generation
+                                           and label scoring continue (and T5's encoder input)
+    target_ids                             the target alone, -100-padded (T5's decoder labels)
+    """
+
+    def __init__(self, prompt_ids: list[list[int]], target_ids: list[list[int]],
+                 labels: np.ndarray, pad_id: int):
+        self.prompt_ids = [torch.tensor(ids, dtype=torch.long) for ids in prompt_ids]
+        self.target_ids = [torch.tensor(ids, dtype=torch.long) for ids in target_ids]
+        self.lengths = torch.tensor([len(p) + len(t) for p, t in zip(prompt_ids, target_ids,
+                                                                     strict=True)])
+        self.labels = torch.from_numpy(labels)
+        self.pad_id = pad_id
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.tensor(indices, dtype=torch.long)
+        prompts = [self.prompt_ids[i] for i in indices]
+        targets = [self.target_ids[i] for i in indices]
+        joined = [torch.cat(pair) for pair in zip(prompts, targets, strict=True)]
+        input_ids = pad(joined, self.pad_id, "right")
+        lm_labels = pad([torch.cat([torch.full_like(p, -100), t])
+                         for p, t in zip(prompts, targets, strict=True)], -100, "right")
+        prompt_ids = pad(prompts, self.pad_id, "left")
+        return {"input_ids": input_ids, "attention_mask": mask_of(joined, input_ids.shape[1],
+                                                                  "right"),
+                "lm_labels": lm_labels, "prompt_ids": prompt_ids,
+                "prompt_mask": mask_of(prompts, prompt_ids.shape[1], "left"),
+                "target_ids": pad(targets, -100, "right"),
+                "labels": self.labels[index], "index": index}
+
+
+def pad(sequences: list[torch.Tensor], value: int, side: str) -> torch.Tensor:
+    """One (batch, longest) tensor; `side` is where the padding goes."""
+    if side == "left":  # pad_sequence's padding_side needs torch 2.6; flipping works on all
+        flipped = [s.flip(0) for s in sequences]
+        return pad(flipped, value, "right").flip(1)
+    return torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=value)
+
+
+def mask_of(sequences: list[torch.Tensor], width: int, side: str) -> torch.Tensor:
+    lengths = torch.tensor([len(s) for s in sequences])
+    positions = torch.arange(width)
+    if side == "left":
+        return (positions >= width - lengths[:, None]).long()
+    return (positions < lengths[:, None]).long()

@@ -12,9 +12,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emotion_lab.data.batching import FeatureSplit, LengthGroupedBatches, TokenizedSplit
+from emotion_lab.data.batching import (
+    FeatureSplit,
+    LengthGroupedBatches,
+    PromptedSplit,
+    TokenizedSplit,
+)
 from emotion_lab.data.cleaning import clean
 from emotion_lab.data.prepared import is_prepared, read_prepared
+from emotion_lab.data.prompts import PromptFormat
 from emotion_lab.data.taxonomy import apply_taxonomy
 from emotion_lab.data.types import DataError, LabelledData, Split, label_frequencies
 
@@ -25,7 +31,9 @@ class TextDataModule(L.LightningDataModule):
     """Labelled texts from a source (or a directory written by `emotion_lab.prepare`), cleaned,
     mapped to the chosen taxonomy, tokenised once per run.
 
-    `dir` holding train.parquet (a prepared directory) wins over `source`.
+    `dir` holding train.parquet (a prepared directory) wins over `source`. `prompt` (a
+    generative model's prompt config, data/prompts.py): serve prompts and target answers
+    instead of classifier inputs.
     """
 
     def __init__(self, tokenizer, source: Any = None, dir: str | None = None,
@@ -33,8 +41,10 @@ class TextDataModule(L.LightningDataModule):
                  clean: dict[str, Any] | None = None, max_length: int = 128,
                  batch_size: int = 32, eval_batch_size: int = 128, num_workers: int = 0,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, prompt: dict[str, Any] | None = None):
         super().__init__()
+        self.prompt = None if prompt is None else dict(prompt)
+        self.format: PromptFormat | None = None
         self.tokenizer, self.source, self.dir = tokenizer, source, dir
         self.taxonomy, self.eval_taxonomies = taxonomy, list(eval_taxonomies or [])
         self.clean = dict(clean or {})
@@ -45,7 +55,7 @@ class TextDataModule(L.LightningDataModule):
                      "test": max_eval_examples}
         self.data: LabelledData | None = None
         self.splits: dict[str, Split] = {}
-        self.tokenized: dict[str, TokenizedSplit] = {}
+        self.tokenized: dict[str, TokenizedSplit | PromptedSplit] = {}
         self.label_names: list[str] = []
         self.report: dict[str, Any] = {}
 
@@ -78,7 +88,12 @@ class TextDataModule(L.LightningDataModule):
         self.splits = {name: split.head(self.caps[name])
                        for name, split in self.data.splits.items()}
         pad_id = self.tokenizer.pad_token_id
+        if self.prompt is not None:
+            self.format = PromptFormat.from_config(self.prompt, self.label_names)
         for name, split in self.splits.items():
+            if self.format is not None:
+                self.tokenized[name] = self.prompted(name, split)
+                continue
             enc = self.tokenizer(split.texts, truncation=True, max_length=self.max_length)
             self.tokenized[name] = TokenizedSplit(enc["input_ids"], split.labels, pad_id)
         lengths = torch.cat([t.lengths for t in self.tokenized.values()]).float()
@@ -86,6 +101,39 @@ class TextDataModule(L.LightningDataModule):
                  " / ".join(f"{name} {len(split):,}" for name, split in self.splits.items()),
                  len(self.label_names), lengths.mean(),
                  int((lengths >= self.max_length).sum()), self.max_length)
+
+    def truncated_texts(self, texts: list[str]) -> list[str]:
+        """Texts cut to max_length tokens before the prompt goes around them (cutting the
+        prompt instead would cut its question)."""
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [self.tokenizer.decode(i[:self.max_length]) if len(i) > self.max_length else t
+                for t, i in zip(texts, ids, strict=True)]
+
+    def prompted(self, name: str, split: Split) -> PromptedSplit:
+        """Prompt and target token ids; the target ends with the end-of-text token, so that a
+        trained model stops after its answer."""
+        fmt, tokenizer = self.format, self.tokenizer
+        rationales = split.rationales or [""] * len(split)
+        if fmt.rationale != "none" and name == "train":
+            if split.rationales is None:
+                raise DataError(
+                    f"model.prompt.rationale={fmt.rationale}, but the training data has no "
+                    f"rationale column. Add one with python -m emotion_lab.rationales "
+                    f"data_dir=<prepared dir>, or set model.prompt.rationale=none.")
+            missing = sum(not r.strip() for r in rationales)
+            if missing:
+                log.info("rationales: %d of %d training examples have none (rejected or not "
+                         "generated); they teach the labels alone", missing, len(split))
+        names = [[self.label_names[j] for j in np.flatnonzero(row)] for row in split.labels]
+        prompts = [fmt.prompt(t) for t in self.truncated_texts(split.texts)]
+        targets = [fmt.target(n, r) for n, r in zip(names, rationales, strict=True)]
+        if tokenizer.eos_token_id is None:
+            raise DataError(f"the tokenizer of backbone {type(tokenizer).__name__} has no "
+                            f"end-of-text token; a generative model needs one to stop.")
+        target_ids = [ids[:fmt.max_target_length - 1] + [tokenizer.eos_token_id] for ids in
+                      tokenizer(targets, add_special_tokens=False)["input_ids"]]
+        return PromptedSplit(tokenizer(prompts)["input_ids"], target_ids, split.labels,
+                             tokenizer.pad_token_id)
 
     @property
     def problem_type(self) -> str:

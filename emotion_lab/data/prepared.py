@@ -1,6 +1,8 @@
 """A prepared data directory (written by `python -m emotion_lab.prepare`, read by training).
 
-    train.parquet, val.parquet, test.parquet   id, text, label_<name> (0/1) per label
+    train.parquet, val.parquet, test.parquet   id, text, label_<name> (0/1) per label, and
+                                               rationale (text) once emotion_lab.rationales
+                                               has added one
     label_map.json                             {id: name}
     label_frequencies.csv / .png               count and share per label and split
     prepare_report.json                        rows read / removed by each rule / kept per split
@@ -18,6 +20,7 @@ import pandas as pd
 from emotion_lab.data.types import SPLITS, DataError, LabelledData, Split
 
 LABEL_PREFIX = "label_"
+RATIONALE = "rationale"
 REPORT = "prepare_report.json"
 
 
@@ -28,7 +31,10 @@ def is_prepared(directory: str | Path) -> bool:
 def to_frame(split: Split, label_names: list[str]) -> pd.DataFrame:
     labels = pd.DataFrame(split.labels.astype(np.int8),
                           columns=[LABEL_PREFIX + n for n in label_names])
-    return pd.concat([pd.DataFrame({"id": split.ids, "text": split.texts}), labels], axis=1)
+    frame = pd.concat([pd.DataFrame({"id": split.ids, "text": split.texts}), labels], axis=1)
+    if split.rationales is not None:
+        frame[RATIONALE] = split.rationales
+    return frame
 
 
 def write_prepared(directory: str | Path, data: LabelledData, report: dict[str, Any]) -> None:
@@ -64,7 +70,9 @@ def read_prepared(directory: str | Path) -> LabelledData:
             raise DataError(f"{path}: columns {missing} missing (found: "
                             f"{', '.join(frame.columns)}); label_map.json and the splits "
                             f"disagree. Rerun python -m emotion_lab.prepare.")
+        rationales = frame[RATIONALE].fillna("").astype(str).tolist() \
+            if RATIONALE in frame.columns else None
         splits[name] = Split(frame["text"].tolist(), frame[columns].to_numpy(np.float32),
-                             frame["id"].astype(str).tolist())
+                             frame["id"].astype(str).tolist(), rationales)
     return LabelledData(splits, names, report.get("problem_type", "multi_label"),
                         source=f"prepared:{directory}")

@@ -91,7 +91,8 @@ def apply_taxonomy(data: LabelledData, name: str) -> LabelledData:
         raise DataError(f"data.taxonomy={name}: taxonomies group multi-label emotions; "
                         f"this dataset is single-label.")
     groups, matrix = group_matrix(data.label_names, mapping, f"taxonomy {name!r}")
-    splits = {s: Split(split.texts, group_max(split.labels, matrix), split.ids)
+    splits = {s: Split(split.texts, group_max(split.labels, matrix), split.ids,
+                       split.rationales)
               for s, split in data.splits.items()}
     log.info("taxonomy %s: %d labels grouped into %d (%s)", name, len(data.label_names),
              len(groups), ", ".join(groups))

@@ -25,6 +25,9 @@ class Split:
     texts: list[str]
     labels: np.ndarray  # (N, num_labels) float32 multi-hot; one-hot for single-label tasks
     ids: list[str]
+    # why the labels hold, one text per example ("" where none was kept): written by
+    # `python -m emotion_lab.rationales`, taught by generative models; None: no such column
+    rationales: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -32,12 +35,14 @@ class Split:
     def head(self, n: int | None) -> Split:
         if n is None or n >= len(self.texts):
             return self
-        return Split(self.texts[:n], self.labels[:n], self.ids[:n])
+        return Split(self.texts[:n], self.labels[:n], self.ids[:n],
+                     None if self.rationales is None else self.rationales[:n])
 
     def select(self, indices: np.ndarray | list[int]) -> Split:
         indices = np.asarray(indices, dtype=int)
         return Split([self.texts[i] for i in indices], self.labels[indices],
-                     [self.ids[i] for i in indices])
+                     [self.ids[i] for i in indices],
+                     None if self.rationales is None else [self.rationales[i] for i in indices])
 
 
 @dataclass

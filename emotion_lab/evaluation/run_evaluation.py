@@ -35,6 +35,8 @@ class RunEvaluation:
     calibration: str = "none"  # the temperature scaling applied ("none" when it did not apply)
     temperatures: np.ndarray | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # name -> array, as saved
+    # generative models: split -> one row per example (answer, parsed labels, rationale)
+    answers: dict[str, list[dict]] = field(default_factory=dict)
 
 
 def evaluate_run(val_probs: np.ndarray, val_labels: np.ndarray, test_probs: np.ndarray,

@@ -57,7 +57,7 @@ class FullFineTuning:
     name: str = "full"
     freeze_word_embeddings: bool = False
 
-    def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
+    def apply(self, model: nn.Module, head_modules: list[str], **_: object) -> nn.Module:
         model.requires_grad_(True)
         if self.freeze_word_embeddings:
             word_embeddings(model).requires_grad_(False)
@@ -73,7 +73,7 @@ class FrozenBackbone:
     cache_features: bool = False
     feature_batch_size: int | None = None  # head batches on cached features; None: data's
 
-    def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
+    def apply(self, model: nn.Module, head_modules: list[str], **_: object) -> nn.Module:
         _check_head_modules(model, head_modules)
         for name, param in model.named_parameters():
             param.requires_grad_(_in_head(name, head_modules))
@@ -96,12 +96,15 @@ class Lora:
     # GPT-2's fused Conv1D layers store weights transposed (backbone.lora_fan_in_fan_out)
     fan_in_fan_out: bool = False
 
-    def apply(self, model: nn.Module, head_modules: list[str]) -> nn.Module:
+    def apply(self, model: nn.Module, head_modules: list[str],
+              task_type: str = "SEQ_CLS") -> nn.Module:
+        """`task_type`: PEFT's (SEQ_CLS for classifiers; CAUSAL_LM or SEQ_2_SEQ_LM for models
+        that write their labels)."""
         from peft import LoraConfig, get_peft_model
 
         _check_head_modules(model, head_modules)
         targets = list(self.target_modules) + (list(self.ffn_modules) if self.train_ffn else [])
-        config = LoraConfig(task_type="SEQ_CLS", r=self.r, lora_alpha=self.alpha,
+        config = LoraConfig(task_type=task_type, r=self.r, lora_alpha=self.alpha,
                             lora_dropout=self.dropout, target_modules=targets,
                             modules_to_save=list(head_modules),
                             fan_in_fan_out=self.fan_in_fan_out)

@@ -71,7 +71,78 @@ def enable_checkpointing(model: nn.Module) -> None:
         model.config.use_cache = False  # a classifier never decodes; checkpointing refuses it
 
 
-class EmotionModule(L.LightningModule):
+class LabelModule(L.LightningModule):
+    """What every emotion_lab model shares: per-label probabilities collected on validation
+    and scored with the run's threshold policy (the metric checkpointing follows), AdamW with
+    warmup and linear decay, gradient clipping that keeps the fused step, FastDropout on CPU.
+    Subclasses set `self.model`, `self.label_names`, `self.single_label`, `self.val_outputs`
+    and the parameter counts."""
+
+    def thresholds(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        """The run's policy fitted on (validation) probabilities; None: arg-max, no thresholds."""
+        return None if self.single_label else self.hparams.threshold_policy(probs, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            # thresholds tuned on the sanity check's two batches would mean nothing, and
+            # warn about labels without positives; the check is that validation runs
+            self.val_outputs.reset()
+            return
+        probs, labels = self.val_outputs.compute()
+        self.val_outputs.reset()
+        summary, _ = evaluate(probs, labels, self.thresholds(probs, labels), self.label_names,
+                              "val")
+        # the progress bar shows the metric checkpointing follows; loggers get them all
+        self.log("val/macro_f1", summary["val/macro_f1"], prog_bar=True)
+        rest = ("val/micro_f1", "val/macro_pr_auc", "val/macro_f1_at_0.5", "val/accuracy")
+        self.log_dict({k: summary[k] for k in rest if k in summary})
+
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:
+            logger.log_metrics({"params/trainable": self.trainable_params,
+                                "params/total": self.total_params})
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.get("fast_dropout") and self.trainer.strategy.root_device.type == "cpu":
+            # CPU dropout masks cost a sixth of a step; FastDropout draws half the random
+            # numbers for the same dropout (models/dropout.py)
+            swapped = use_fast_dropout(self.model)
+            if swapped:
+                log.debug("FastDropout in place of %d nn.Dropout modules", swapped)
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
+                                    gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if gradient_clip_val and scaler is None and getattr(
+                optimizer, "_step_supports_amp_scaling", False):
+            # Lightning refuses to clip for an optimizer that unscales inside its step (fused
+            # AdamW) under mixed precision. That matters for fp16's grad scaler only: bf16 has
+            # none, so these are the true gradients and we clip them ourselves, keeping the
+            # fused step (1.5x the samples/s of foreach on a bf16 CPU, issue 13).
+            params = [p for group in optimizer.param_groups for p in group["params"]
+                      if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val, foreach=True)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                            gradient_clip_algorithm)
+
+    def configure_optimizers(self) -> dict:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.hparams.optimizer(params=params)
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        total = self.trainer.estimated_stepping_batches
+        scheduler = self.hparams.scheduler(optimizer, num_warmup_steps=int(
+            self.hparams.warmup_ratio * total), num_training_steps=total)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class EmotionModule(LabelModule):
     def __init__(self, backbone: dict[str, Any], label_names: list[str], adapter: Any,
                  threshold_policy: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  head: dict[str, Any], loss: dict[str, Any], optimizer: Callable,
@@ -117,10 +188,6 @@ class EmotionModule(L.LightningModule):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=-1) if self.single_label else torch.sigmoid(logits)
 
-    def thresholds(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
-        """The run's policy fitted on (validation) probabilities; None: arg-max, no thresholds."""
-        return None if self.single_label else self.hparams.threshold_policy(probs, labels)
-
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "features" in batch:  # cached frozen-backbone features: only the head runs
             return self.model.classifier(batch["features"]).float()
@@ -141,21 +208,6 @@ class EmotionModule(L.LightningModule):
         self.val_outputs.update(self.probabilities(logits), batch["labels"])
         self.log("val/loss", loss, batch_size=len(batch["labels"]), sync_dist=True)
 
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            # thresholds tuned on the sanity check's two batches would mean nothing, and
-            # warn about labels without positives; the check is that validation runs
-            self.val_outputs.reset()
-            return
-        probs, labels = self.val_outputs.compute()
-        self.val_outputs.reset()
-        summary, _ = evaluate(probs, labels, self.thresholds(probs, labels), self.label_names,
-                              "val")
-        # the progress bar shows the metric checkpointing follows; loggers get them all
-        self.log("val/macro_f1", summary["val/macro_f1"], prog_bar=True)
-        rest = ("val/micro_f1", "val/macro_pr_auc", "val/macro_f1_at_0.5", "val/accuracy")
-        self.log_dict({k: summary[k] for k in rest if k in summary})
-
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         # The run's saved arrays (and the thresholds fitted on them) are computed in fp32
         # whatever the training precision: under bf16-mixed the weights are fp32 already, and
@@ -170,46 +222,3 @@ class EmotionModule(L.LightningModule):
         # widened, so that the saved arrays and a reloaded run agree on any machine
         self.model.float()
 
-    def on_fit_start(self) -> None:
-        for logger in self.loggers:
-            logger.log_metrics({"params/trainable": self.trainable_params,
-                                "params/total": self.total_params})
-
-    def setup(self, stage: str) -> None:
-        if self.hparams.fast_dropout and self.trainer.strategy.root_device.type == "cpu":
-            # CPU dropout masks cost a sixth of a step; FastDropout draws half the random
-            # numbers for the same dropout (models/dropout.py)
-            swapped = use_fast_dropout(self.model)
-            if swapped:
-                log.debug("FastDropout in place of %d nn.Dropout modules", swapped)
-
-    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
-                                    gradient_clip_val: float | None = None,
-                                    gradient_clip_algorithm: str | None = None) -> None:
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if gradient_clip_val and scaler is None and getattr(
-                optimizer, "_step_supports_amp_scaling", False):
-            # Lightning refuses to clip for an optimizer that unscales inside its step (fused
-            # AdamW) under mixed precision. That matters for fp16's grad scaler only: bf16 has
-            # none, so these are the true gradients and we clip them ourselves, keeping the
-            # fused step (1.5x the samples/s of foreach on a bf16 CPU, issue 13).
-            params = [p for group in optimizer.param_groups for p in group["params"]
-                      if p.grad is not None]
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(params, gradient_clip_val, foreach=True)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val, foreach=True)
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val,
-                                            gradient_clip_algorithm)
-
-    def configure_optimizers(self) -> dict:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = self.hparams.optimizer(params=params)
-        if self.hparams.scheduler is None:
-            return {"optimizer": optimizer}
-        total = self.trainer.estimated_stepping_batches
-        scheduler = self.hparams.scheduler(optimizer, num_warmup_steps=int(
-            self.hparams.warmup_ratio * total), num_training_steps=total)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,244 @@
+"""Language models that write their labels: `model=generative`.
+
+A causal LM (SmolLM2, Llama, Qwen, GPT-2) or a seq2seq LM (T5) learns to continue a prompt
+with its answer (data/prompts.py: label names, optionally a rationale); the loss falls on
+the answer's tokens only. Evaluation gets two things from it:
+
+- per-label scores, for thresholds, calibration, PR-AUC and the report exactly as for a
+  classifier: the probability that the answer's label list starts with each label,
+  renormalised over the labels (a softmax of the log-likelihoods of each label's words
+  right after the labels prefix, teacher-forced; every label of a batch in one pass over
+  the prompt's cached keys and values; with the rationale first, after the model's own
+  rationale). Raw likelihoods of multi-token words would be tiny (1e-17 on an untrained
+  model) and would not share a scale across labels; renormalised they lie on the 0-1 scale
+  that threshold policies search;
+- generated answers (greedy), parsed back into labels and a rationale.
+
+`trainer.max_epochs=0` evaluates the untrained model with the same prompt and parser: the
+zero-shot baseline, as a run of its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import get_class
+from torch import nn
+
+from emotion_lab.data.prompts import PromptFormat
+from emotion_lab.models.adapters import count_parameters, upcast_trainable
+from emotion_lab.models.backbones import BackboneError, load_backbone, load_tokenizer
+from emotion_lab.models.emotion_module import Collect, LabelModule, enable_checkpointing
+
+log = logging.getLogger(__name__)
+
+
+def build_language_model(backbone: dict[str, Any]) -> nn.Module:
+    """The backbone with its language-model head (backbone.lm_class), for writing answers."""
+    lm_class = backbone.get("lm_class")
+    if not lm_class:
+        raise BackboneError(
+            f"backbone={backbone.get('name')} has no language-model head (backbone.lm_class "
+            f"is unset): model=generative needs a decoder or encoder-decoder LM, e.g. "
+            f"backbone=smollm2_135m, qwen2_5_0_5b, llama3_2_1b, gpt2 or t5_small.")
+    return load_backbone(backbone, get_class(lm_class))
+
+
+def inner_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a PEFT wrapper. LoRA layers live inside it, so calling it
+    applies them; it takes `position_ids` and caches as any transformers model does."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on the first real token of a left-padded row, as in
+    training (right-padded, so positions are plain 0..n-1)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r, dtype=torch.long), 1
+    return ids, mask
+
+
+def _left_join(prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, rows: list[list[int]],
+               pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's real prefix tokens followed by its `rows` entry, left-padded again."""
+    joined = [prefix_ids[i][prefix_mask[i].bool()].tolist() + r for i, r in enumerate(rows)]
+    width = max(len(r) for r in joined)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(joined):
+        ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r), 1
+    return ids.to(prefix_ids.device), mask.to(prefix_ids.device)
+
+
+def _gather_label_logprobs(first: torch.Tensor, rest: torch.Tensor, label_ids: torch.Tensor,
+                           label_mask: torch.Tensor, batch: int) -> torch.Tensor:
+    """Sum of log p(label token j) for every (example, label): `first` (B, V) scores token
+    0, `rest` (B*K, T, V) scores tokens 1.. from the logits after token j-1."""
+    k, t = label_ids.shape
+    first_lp = torch.log_softmax(first.float(), -1)  # (B, V)
+    scores = first_lp[:, label_ids[:, 0]]  # (B, K)
+    if t > 1:
+        lp = torch.log_softmax(rest[:, :-1].float(), -1)  # predicts tokens 1..T-1
+        targets = label_ids[:, 1:].repeat(batch, 1)  # (B*K, T-1)
+        picked = lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        picked = picked * label_mask[:, 1:].repeat(batch, 1)
+        scores = scores + picked.sum(-1).view(batch, k)
+    return scores
+
+
+@torch.no_grad()
+def label_log_probs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                    contexts: list[list[int]], label_ids: torch.Tensor,
+                    label_mask: torch.Tensor, pad_id: int,
+                    decoder_start_id: int | None = None) -> torch.Tensor:
+    """(B, K) log p(label k's tokens | prompt b, context b), teacher-forced.
+
+    Causal LMs read prompt + context once (left-padded, positions from the mask), then all K
+    labels continue from the cached keys and values, repeated K times. Seq2seq LMs encode
+    the prompt once and decode [start] + context + label for every label."""
+    lm = inner_model(model)
+    b, (k, t) = len(contexts), label_ids.shape
+    label_ids, label_mask = label_ids.to(prompt_ids.device), label_mask.to(prompt_ids.device)
+    if lm.config.is_encoder_decoder:
+        encoded = lm.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
+        starts = [[decoder_start_id] + c for c in contexts]
+        empty = torch.zeros((b, 0), dtype=torch.long, device=prompt_ids.device)
+        dec_ids, dec_mask = _left_join(empty, empty, starts, pad_id)
+        width = dec_ids.shape[1]
+        ids = torch.cat([dec_ids.repeat_interleave(k, 0), label_ids.repeat(b, 1)], 1)
+        mask = torch.cat([dec_mask.repeat_interleave(k, 0), label_mask.repeat(b, 1)], 1)
+        encoded.last_hidden_state = encoded.last_hidden_state.repeat_interleave(k, 0)
+        logits = lm(encoder_outputs=encoded, attention_mask=prompt_mask.repeat_interleave(k, 0),
+                    decoder_input_ids=ids, decoder_attention_mask=mask).logits
+        first = logits.view(b, k, *logits.shape[1:])[:, 0, width - 1]
+        return _gather_label_logprobs(first, logits[:, width:], label_ids, label_mask, b)
+    ids, mask = _left_join(prompt_ids, prompt_mask, contexts, pad_id)
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(k)
+    next_position = mask.sum(-1, keepdim=True)  # the first label token's position
+    positions = (next_position + torch.arange(t, device=ids.device)).repeat_interleave(k, 0)
+    full_mask = torch.cat([mask.repeat_interleave(k, 0), label_mask.repeat(b, 1)], 1)
+    # transformers 5.2x names the argument `cache`; earlier releases `past_key_values`
+    name = "cache" if "cache" in inspect.signature(lm.forward).parameters \
+        else "past_key_values"
+    rest = lm(input_ids=label_ids.repeat(b, 1), attention_mask=full_mask,
+              position_ids=positions, use_cache=False, **{name: cache}).logits
+    return _gather_label_logprobs(out.logits[:, -1], rest, label_ids, label_mask, b)
+
+
+@torch.no_grad()
+def generate_answers(model: nn.Module, tokenizer, prompt_ids: torch.Tensor,
+                     prompt_mask: torch.Tensor, max_new_tokens: int) -> list[str]:
+    """Greedy answers to left-padded prompts, decoded without special tokens."""
+    lm = inner_model(model)
+    config = copy.deepcopy(lm.generation_config)
+    # greedy and bounded, whatever sampling settings the checkpoint ships with
+    config.update(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                  temperature=None, top_p=None, top_k=None,
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    # generate derives position ids from the mask, as label_log_probs does
+    out = lm.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+    new = out if lm.config.is_encoder_decoder else out[:, prompt_ids.shape[1]:]
+    return tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+class GenerativeModule(LabelModule):
+    """A language model trained to write the labels (and a rationale) after a prompt."""
+
+    def __init__(self, backbone: dict[str, Any], label_names: list[str], adapter: Any,
+                 threshold_policy: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 prompt: dict[str, Any], generation: dict[str, Any], optimizer: Callable,
+                 scheduler: Callable | None = None, warmup_ratio: float = 0.1,
+                 train_frequencies: list[float] | None = None,
+                 problem_type: str = "multi_label", gradient_checkpointing: bool = False,
+                 fast_dropout: bool = False):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.label_names = list(label_names)
+        self.single_label = problem_type == "single_label"
+        self.format = PromptFormat.from_config(prompt, self.label_names)
+        self.tokenizer = load_tokenizer(backbone)
+        model = build_language_model(backbone)
+        if gradient_checkpointing:
+            enable_checkpointing(model)
+        task = "SEQ_2_SEQ_LM" if model.config.is_encoder_decoder else "CAUSAL_LM"
+        self.model = adapter.apply(model.train(), [], task_type=task)
+        upcast_trainable(self.model)
+        self.trainable_params, self.total_params = count_parameters(self.model)
+        if not self.trainable_params:
+            raise BackboneError(f"adapter={adapter.name} leaves no parameter of a generative "
+                                f"model to train (it has no classification head); use "
+                                f"adapter=lora or adapter=full.")
+        log.info("model: %s writing its labels (%s), %s of %s parameters train (%.2f%%)",
+                 backbone.get("name"), adapter.name, f"{self.trainable_params:,}",
+                 f"{self.total_params:,}", 100 * self.trainable_params / self.total_params)
+        words = [" " + w for w in self.format.words]
+        ids = self.tokenizer(words, add_special_tokens=False)["input_ids"]
+        self.label_ids, self.label_mask = _right_padded(ids, self.tokenizer.pad_token_id)
+        config = inner_model(self.model).config
+        self.decoder_start_id = getattr(config, "decoder_start_token_id", None)
+        self.val_outputs = Collect()
+
+    def lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        lm = inner_model(self.model)
+        if lm.config.is_encoder_decoder:
+            out = lm(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"],
+                     labels=batch["target_ids"])
+        else:
+            out = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     labels=batch["lm_labels"])
+        return out.loss.float()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.lm_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def contexts(self, generated: list[str] | None, n: int) -> list[list[int]]:
+        """Token ids between prompt and label list, per example (data/prompts.py)."""
+        texts = [self.format.label_context(g) for g in (generated or [None] * n)]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def label_scores(self, batch: dict[str, torch.Tensor],
+                     generated: list[str] | None = None) -> torch.Tensor:
+        """(B, K) probabilities from the model's likelihood of each label's words."""
+        logp = label_log_probs(self.model, batch["prompt_ids"], batch["prompt_mask"],
+                               self.contexts(generated, len(batch["labels"])), self.label_ids,
+                               self.label_mask, self.tokenizer.pad_token_id,
+                               self.decoder_start_id)
+        return torch.softmax(logp, -1)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self.lm_loss(batch)
+        self.log("val/loss", loss, batch_size=len(batch["labels"]), sync_dist=True)
+        generated = self.answers(batch) if self.format.rationale == "before" else None
+        self.val_outputs.update(self.label_scores(batch, generated), batch["labels"])
+
+    def answers(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        return generate_answers(self.model, self.tokenizer, batch["prompt_ids"],
+                                batch["prompt_mask"], self.hparams.generation["max_new_tokens"])
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        with torch.autocast(self.device.type, enabled=False):  # fp32 arrays, as classifiers
+            generated = self.answers(batch) if self.hparams.generation.get("enabled", True) \
+                else None
+            probs = self.label_scores(batch, generated)
+        return {"index": batch["index"], "probs": probs,
+                "generated": generated if generated is not None else [""] * len(probs)}
+
+    def on_predict_start(self) -> None:
+        self.model.float()
