@@ -21,6 +21,7 @@ import hydra
 import lightning as L
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,17 +59,16 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # build: data, model (and its cached features), callbacks, loggers, trainer
     tokenizer = load_tokenizer(config["backbone"])
     # a model that writes its labels gets prompts and answers (model.prompt), not inputs
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer,
-                             prompt=config["model"].get("prompt"))
+    datamodule = build(cfg.data, tokenizer=tokenizer, prompt=config["model"].get("prompt"))
     datamodule.setup()
     single_label = datamodule.problem_type == "single_label"
     if single_label:
         say = log.warning if overridden("threshold") else log.info
         say("single-label task: the prediction is the arg-max class; threshold=%s does not "
             "apply and is ignored.", cfg.threshold.name)
-    model = instantiate(cfg.model, label_names=datamodule.label_names,
-                        train_frequencies=datamodule.train_label_frequencies.tolist(),
-                        problem_type=datamodule.problem_type)
+    model = build(cfg.model, label_names=datamodule.label_names,
+                  train_frequencies=datamodule.train_label_frequencies.tolist(),
+                  problem_type=datamodule.problem_type)
     feature_seconds = None
     if cfg.adapter.get("cache_features"):
         feature_seconds = use_cached_features(model.model, datamodule, config["backbone"],
@@ -121,6 +121,17 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
              metrics["test/macro_f1"], metrics["test/micro_f1"])
     log.info("run written to %s", cfg.paths.output_dir)
     return metrics, objects
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """`instantiate`, with our own errors unwrapped: Hydra wraps whatever a constructor
+    raises, and a bad backbone or data setting deserves its message, not a traceback."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, (DataError, BackboneError)):
+            raise e.__cause__ from None
+        raise
 
 
 def check_weight_dtype(backbone: dict[str, Any], precision: str) -> None:

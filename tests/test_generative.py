@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import EMOTIONS, compose_config, compose_train_cfg
+from conftest import EMOTIONS, compose_train_cfg
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -21,7 +22,7 @@ from emotion_lab.evaluation.generation import evaluate_generated, rationale_qual
 from emotion_lab.models.backbones import BackboneError
 from emotion_lab.models.generative import GenerativeModule, label_log_probs
 from emotion_lab.models.tiny_backbones import build_tiny_backbone
-from emotion_lab.rundir import load_model, read_json
+from emotion_lab.rundir import load_model
 from emotion_lab.train import train
 
 FAMILY = {"smollm2_135m": "llama", "t5_small": "t5", "gpt2": "gpt2"}
@@ -244,21 +245,24 @@ def test_t5_writes_single_label_answers_through_verbalizers(folders, tmp_path):
         tmp_path / "imdb_like", tmp_path / "run", "backbone=t5_small",
         f"backbone.model={folders['t5_small']}", "adapter=lora", "data.eval_taxonomies=[]",
         "model.prompt.template='Review: {text} Sentiment:'", "model.prompt.labels_prefix=''",
-        "model.prompt.verbalizers={neg: negative, pos: positive}", *QUICK))
+        "++model.prompt.verbalizers={neg: negative, pos: positive}", *QUICK))
     assert metrics["problem_type"] == "single_label" and metrics["threshold_policy"] == "argmax"
     assert 0 <= metrics["test/generated/accuracy"] <= 1
     probs = np.load(tmp_path / "run/test_probs.npy")
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
 
 
-def test_encoders_and_adapters_without_a_head_to_train_are_refused(folders):
-    cfg = compose_config("model=generative", "paths.output_dir=/unused")
-    with pytest.raises(BackboneError, match="no language-model head"):
-        instantiate(cfg.model, label_names=EMOTIONS)
-    cfg = compose_config("model=generative", "paths.output_dir=/unused", "backbone=gpt2",
-                         f"backbone.model={folders['gpt2']}", "adapter=frozen_head")
+def test_encoders_and_adapters_without_a_head_to_train_are_refused(folders, goemotions_dir,
+                                                                    tmp_path):
+    with pytest.raises(DataError, match="model=generative needs a language-model backbone"):
+        train(compose_train_cfg(goemotions_dir, tmp_path / "a", "model=generative"))
+    cfg = compose_train_cfg(goemotions_dir, tmp_path / "a", "model=generative")
+    with pytest.raises(InstantiationException, match="backbone=tiny has no language-model hea"):
+        instantiate(cfg.model, label_names=EMOTIONS, _convert_="object")
     with pytest.raises(BackboneError, match="use adapter=lora or adapter=full"):
-        instantiate(cfg.model, label_names=EMOTIONS)
+        train(compose_train_cfg(goemotions_dir, tmp_path / "b", "backbone=gpt2",
+                                f"backbone.model={folders['gpt2']}", "adapter=frozen_head",
+                                "model=generative"))
 
 
 def test_rationales_asked_for_but_missing_say_how_to_add_them(folders, goemotions_dir,

@@ -128,8 +128,10 @@ class TextDataModule(L.LightningDataModule):
         prompts = [fmt.prompt(t) for t in self.truncated_texts(split.texts)]
         targets = [fmt.target(n, r) for n, r in zip(names, rationales, strict=True)]
         if tokenizer.eos_token_id is None:
-            raise DataError(f"the tokenizer of backbone {type(tokenizer).__name__} has no "
-                            f"end-of-text token; a generative model needs one to stop.")
+            raise DataError(f"{type(tokenizer).__name__} has no end-of-text token, so a "
+                            f"model could not learn where its answer ends: model=generative "
+                            f"needs a language-model backbone (backbone=smollm2_135m, "
+                            f"qwen2_5_0_5b, llama3_2_1b, gpt2 or t5_small).")
         target_ids = [ids[:fmt.max_target_length - 1] + [tokenizer.eos_token_id] for ids in
                       tokenizer(targets, add_special_tokens=False)["input_ids"]]
         return PromptedSplit(tokenizer(prompts)["input_ids"], target_ids, split.labels,
