@@ -70,6 +70,9 @@ def output_table(frame: pd.DataFrame, results: dict[int, dict], labels: list[str
     rows = [results.get(i, empty) for i in range(len(frame))]
     names = [[e["label"] for e in r["emotions"]] for r in rows]
     scores = [[round(e["score"], 6) for e in r["emotions"]] for r in rows]
+    for key in ("rationale", "answer"):  # generative runs: what the model wrote
+        if any(key in r for r in rows):
+            out[key] = [r.get(key, "") for r in rows]
     if nested:
         out["emotions"], out["emotion_scores"] = names, scores
         if any(r.get("scores") for r in rows):

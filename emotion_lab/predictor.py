@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emotion_lab.data.prompts import PromptFormat, truncate_texts
 from emotion_lab.models.precision import cpu_has_native_bf16
 from emotion_lab.rundir import load_model, read_json
 
@@ -106,17 +107,25 @@ class EmotionClassifier:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **kwargs: Any) -> EmotionClassifier:
-        """Load a run directory written by `python -m emotion_lab.train`."""
+        """Load a run directory written by `python -m emotion_lab.train` (a generative run
+        gives a GenerativeClassifier: the same answers, plus what the model wrote)."""
         run_dir = Path(run_dir)
         thresholds = read_json(run_dir / "thresholds.json")
         model, tokenizer, spec = load_model(run_dir / "model")
         model = merged(model)
         labels = spec["labels"]
         values = [thresholds.get(name) for name in labels]
-        return cls(model, tokenizer, labels,
+        kind = GenerativeClassifier if spec.get("kind") == "generative" else cls
+        clf = kind(model, tokenizer, labels,
                    None if None in values else np.array(values, dtype=np.float32),
                    spec.get("temperatures"), spec.get("problem_type") == "single_label",
                    int(spec["backbone"].get("max_length") or 128), **kwargs)
+        clf.spec = spec
+        clf.setup()
+        return clf
+
+    def setup(self) -> None:
+        """What a subclass builds from the run's model spec (`self.spec`) once loaded."""
 
     def check_texts(self, texts: Sequence[Any]) -> list[str]:
         """The texts, cut to `max_chars`, or a PredictError naming every bad item."""
@@ -171,7 +180,10 @@ class EmotionClassifier:
             raise PredictError(f"threshold={threshold}: must lie strictly between 0 and 1")
         if top_k is not None and top_k < 1:
             raise PredictError(f"top_k={top_k}: must be at least 1")
-        probs = self.scores(texts, progress)
+        return self.results(self.scores(texts, progress), top_k, threshold, all_scores)
+
+    def results(self, probs: np.ndarray, top_k: int | None, threshold: float | None,
+                all_scores: bool) -> list[dict[str, Any]]:
         chosen = self.decide(probs, threshold)
         results = []
         for p, keep in zip(probs, chosen, strict=True):
@@ -183,3 +195,76 @@ class EmotionClassifier:
                 result["scores"] = dict(zip(self.labels, map(float, p), strict=True))
             results.append(result)
         return results
+
+
+class GenerativeClassifier(EmotionClassifier):
+    """A generative run (model=generative): per-label scores from the model's likelihood of
+    each label (thresholded as for a classifier), and the answer it writes, parsed into the
+    labels it names and its rationale. `predict` adds {"answer", "written", "rationale"}."""
+
+    def setup(self) -> None:
+        from emotion_lab.models.generative import label_token_ids
+
+        self.format = PromptFormat.from_config(self.spec["prompt"], self.labels)
+        self.label_ids, self.label_mask = label_token_ids(self.tokenizer, self.format)
+        self.max_new_tokens = int(self.spec["generation"]["max_new_tokens"])
+        self.tokenizer.padding_side = "left"  # prompts are continued on the right
+
+    def answer(self, texts: list[str], batch_size: int | None = None,
+               progress: Callable[[int], None] | None = None,
+               generate: bool = True) -> tuple[np.ndarray, list[str]]:
+        """(calibrated per-label scores, generated answers) in input order."""
+        from emotion_lab.evaluation.calibration import apply_temperature
+        from emotion_lab.models.generative import generate_answers, scores_from_prompts
+
+        size = batch_size or self.batch_size
+        probs, answers = [], []
+        for start in range(0, len(texts), size):
+            chunk = texts[start:start + size]
+            prompts = [self.format.prompt(t) for t in truncate_texts(self.tokenizer, chunk,
+                                                                       self.max_length)]
+            enc = self.tokenizer(prompts, padding=True, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                written = generate_answers(self.model, self.tokenizer, enc["input_ids"],
+                                           enc["attention_mask"], self.max_new_tokens) \
+                    if generate else [""] * len(chunk)
+                scores = scores_from_prompts(self.model, self.tokenizer, self.format,
+                                             enc["input_ids"], enc["attention_mask"],
+                                             written if generate else None, self.label_ids,
+                                             self.label_mask)
+            probs.append(scores.float().cpu().numpy())
+            answers.extend(written)
+            if progress is not None:
+                progress(len(chunk))
+        out = np.concatenate(probs) if probs else np.zeros((0, len(self.labels)), np.float32)
+        if self.temperatures is not None:
+            out = apply_temperature(out, np.asarray(self.temperatures))
+        return out, answers
+
+    def probabilities(self, texts: list[str], batch_size: int | None = None,
+                      progress: Callable[[int], None] | None = None) -> np.ndarray:
+        # with the rationale first, label scores read the model's own rationale
+        return self.answer(texts, batch_size, progress,
+                           generate=self.format.rationale == "before")[0]
+
+    def predict(self, texts: str | Sequence[str], top_k: int | None = None,
+                threshold: float | None = None, all_scores: bool = False,
+                progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """As EmotionClassifier.predict, plus per text: "answer" (what the model wrote),
+        "written" (the labels it names) and "rationale" ("" when it gave none)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if threshold is not None and not 0 < threshold < 1:
+            raise PredictError(f"threshold={threshold}: must lie strictly between 0 and 1")
+        if top_k is not None and top_k < 1:
+            raise PredictError(f"top_k={top_k}: must be at least 1")
+        checked = self.check_texts(texts)
+        probs, answers = self.answer(checked, progress=progress) if checked else (
+            np.zeros((0, len(self.labels)), np.float32), [])
+        results = self.results(probs, top_k, threshold, all_scores)
+        for result, text in zip(results, answers, strict=True):
+            parsed = self.format.parse(text)
+            result |= {"answer": text.strip(), "written": parsed.labels,
+                       "rationale": parsed.rationale}
+        return results
+

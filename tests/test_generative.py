@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import EMOTIONS, compose_train_cfg
@@ -22,7 +23,9 @@ from emotion_lab.evaluation.generation import evaluate_generated, rationale_qual
 from emotion_lab.models.backbones import BackboneError
 from emotion_lab.models.generative import GenerativeModule, label_log_probs
 from emotion_lab.models.tiny_backbones import build_tiny_backbone
-from emotion_lab.rundir import load_model
+from emotion_lab.predict import run as predict_face
+from emotion_lab.predictor import EmotionClassifier, GenerativeClassifier
+from emotion_lab.rundir import load_model, read_json
 from emotion_lab.train import train
 
 FAMILY = {"smollm2_135m": "llama", "t5_small": "t5", "gpt2": "gpt2"}
@@ -211,6 +214,22 @@ def test_lora_training_with_rationales_writes_a_complete_run_that_reloads(folder
     module.model = model
     torch.testing.assert_close(module.label_scores(batch), torch.from_numpy(
         np.load(out / "test_probs.npy")[:4]), atol=1e-5, rtol=1e-4)
+    # the predictor: the run's scores, what the model wrote, and its rationale
+    clf = EmotionClassifier.from_run(out)
+    assert isinstance(clf, GenerativeClassifier)
+    texts = read_json(out / "test_texts.json")[:4]
+    np.testing.assert_allclose(clf.scores(texts), np.load(out / "test_probs.npy")[:4],
+                               atol=1e-5)
+    results = clf.predict(texts, all_scores=True)
+    assert [r["answer"] for r in results] == [r["generated"].strip() for r in rows[:4]]
+    assert all({"emotions", "scores", "written", "rationale"} <= r.keys() for r in results)
+    # predict writes the rationale column
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
+    predict_face([f"run_dir={out}", f"input={tmp_path / 'in.csv'}",
+                  f"output={tmp_path / 'out.csv'}"])
+    table = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert {"emotions", "rationale", "answer"} <= set(table.columns)
+    assert table["answer"].tolist() == [r["answer"] for r in results]
 
 
 def test_the_zero_shot_run_evaluates_the_untrained_model(folders, goemotions_dir, tmp_path):

@@ -20,7 +20,7 @@ from emotion_lab.data.batching import (
 )
 from emotion_lab.data.cleaning import clean
 from emotion_lab.data.prepared import is_prepared, read_prepared
-from emotion_lab.data.prompts import PromptFormat
+from emotion_lab.data.prompts import PromptFormat, truncate_texts
 from emotion_lab.data.taxonomy import apply_taxonomy
 from emotion_lab.data.types import DataError, LabelledData, Split, label_frequencies
 
@@ -102,13 +102,6 @@ class TextDataModule(L.LightningDataModule):
                  len(self.label_names), lengths.mean(),
                  int((lengths >= self.max_length).sum()), self.max_length)
 
-    def truncated_texts(self, texts: list[str]) -> list[str]:
-        """Texts cut to max_length tokens before the prompt goes around them (cutting the
-        prompt instead would cut its question)."""
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [self.tokenizer.decode(i[:self.max_length]) if len(i) > self.max_length else t
-                for t, i in zip(texts, ids, strict=True)]
-
     def prompted(self, name: str, split: Split) -> PromptedSplit:
         """Prompt and target token ids; the target ends with the end-of-text token, so that a
         trained model stops after its answer."""
@@ -125,7 +118,8 @@ class TextDataModule(L.LightningDataModule):
                 log.info("rationales: %d of %d training examples have none (rejected or not "
                          "generated); they teach the labels alone", missing, len(split))
         names = [[self.label_names[j] for j in np.flatnonzero(row)] for row in split.labels]
-        prompts = [fmt.prompt(t) for t in self.truncated_texts(split.texts)]
+        prompts = [fmt.prompt(t) for t in truncate_texts(tokenizer, split.texts,
+                                                          self.max_length)]
         targets = [fmt.target(n, r) for n, r in zip(names, rationales, strict=True)]
         if tokenizer.eos_token_id is None:
             raise DataError(f"{type(tokenizer).__name__} has no end-of-text token, so a "

@@ -151,3 +151,11 @@ def mentions(text: str, word: str) -> bool:
     'enjoyed')."""
     pattern = r"\s+".join(re.escape(w) for w in normalise(word).split())
     return re.search(rf"(?<!\w){pattern}(?!\w)", text.lower()) is not None
+
+
+def truncate_texts(tokenizer, texts: list[str], max_length: int) -> list[str]:
+    """Texts cut to `max_length` tokens before a prompt goes around them (cutting the prompt
+    instead would cut its question); texts that fit are returned as they are."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [tokenizer.decode(i[:max_length]) if len(i) > max_length else t
+            for t, i in zip(texts, ids, strict=True)]

@@ -156,6 +156,28 @@ def generate_answers(model: nn.Module, tokenizer, prompt_ids: torch.Tensor,
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
+def label_token_ids(tokenizer, fmt: PromptFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, T) token ids of each label's word as written after the prefix (a leading space,
+    as in the answers taught), right-padded, and their mask."""
+    words = [" " + w for w in fmt.words]
+    return _right_padded(tokenizer(words, add_special_tokens=False)["input_ids"],
+                         tokenizer.pad_token_id)
+
+
+def scores_from_prompts(model: nn.Module, tokenizer, fmt: PromptFormat,
+                        prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                        generated: list[str] | None, label_ids: torch.Tensor,
+                        label_mask: torch.Tensor) -> torch.Tensor:
+    """(B, K) per-label scores: the softmax over labels of their log-likelihoods after the
+    labels prefix (after the model's own rationale when it comes first)."""
+    texts = [fmt.label_context(g) for g in (generated or [None] * len(prompt_ids))]
+    contexts = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    start = getattr(inner_model(model).config, "decoder_start_token_id", None)
+    logp = label_log_probs(model, prompt_ids, prompt_mask, contexts, label_ids, label_mask,
+                           tokenizer.pad_token_id, start)
+    return torch.softmax(logp, -1)
+
+
 class GenerativeModule(LabelModule):
     """A language model trained to write the labels (and a rationale) after a prompt."""
 
@@ -186,9 +208,7 @@ class GenerativeModule(LabelModule):
         log.info("model: %s writing its labels (%s), %s of %s parameters train (%.2f%%)",
                  backbone.get("name"), adapter.name, f"{self.trainable_params:,}",
                  f"{self.total_params:,}", 100 * self.trainable_params / self.total_params)
-        words = [" " + w for w in self.format.words]
-        ids = self.tokenizer(words, add_special_tokens=False)["input_ids"]
-        self.label_ids, self.label_mask = _right_padded(ids, self.tokenizer.pad_token_id)
+        self.label_ids, self.label_mask = label_token_ids(self.tokenizer, self.format)
         config = inner_model(self.model).config
         self.decoder_start_id = getattr(config, "decoder_start_token_id", None)
         self.val_outputs = Collect()
@@ -216,11 +236,9 @@ class GenerativeModule(LabelModule):
     def label_scores(self, batch: dict[str, torch.Tensor],
                      generated: list[str] | None = None) -> torch.Tensor:
         """(B, K) probabilities from the model's likelihood of each label's words."""
-        logp = label_log_probs(self.model, batch["prompt_ids"], batch["prompt_mask"],
-                               self.contexts(generated, len(batch["labels"])), self.label_ids,
-                               self.label_mask, self.tokenizer.pad_token_id,
-                               self.decoder_start_id)
-        return torch.softmax(logp, -1)
+        return scores_from_prompts(self.model, self.tokenizer, self.format, batch["prompt_ids"],
+                                   batch["prompt_mask"], generated, self.label_ids,
+                                   self.label_mask)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self.lm_loss(batch)
