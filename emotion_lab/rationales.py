@@ -79,7 +79,9 @@ def template_rationale(clf: EmotionClassifier, text: str, gold: list[str], top_w
     result = explain_text(clf, text, gold)
     parts = []
     for label in gold:
-        words = sorted((w for w in result["emotions"][label]["words"] if w["importance"] > 0),
+        # punctuation can matter to the model ('!'), but a quoted '.' explains nothing
+        words = sorted((w for w in result["emotions"][label]["words"]
+                        if w["importance"] > 0 and any(c.isalnum() for c in w["word"])),
                        key=lambda w: -w["importance"])[:top_words]
         if words:
             # quoted in text order, so that the words read as they were written

@@ -230,6 +230,13 @@ def test_lora_training_with_rationales_writes_a_complete_run_that_reloads(folder
     table = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert {"emotions", "rationale", "answer"} <= set(table.columns)
     assert table["answer"].tolist() == [r["answer"] for r in results]
+    # the service returns them too
+    from fastapi.testclient import TestClient
+
+    from emotion_lab.serve import create_app
+
+    served = TestClient(create_app(clf)).post("/analyze", json={"text": texts[0]}).json()
+    assert served["answer"] == results[0]["answer"] and "rationale" in served
 
 
 def test_the_zero_shot_run_evaluates_the_untrained_model(folders, goemotions_dir, tmp_path):
