@@ -15,9 +15,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from emotion_lab.evaluation.calibration import ece_per_label, reliability_bins
 from emotion_lab.evaluation.comparison import (
@@ -286,6 +289,23 @@ def log_to_wandb(table: pd.DataFrame, figures: list[Path], force: bool, out: Pat
              **{f"report/{p.stem}": wandb.Image(str(p)) for p in figures}})
     if started:
         run.finish()
+
+
+class SweepReport(Callback):
+    """A Hydra callback (conf/hydra/default.yaml): when a multirun ends, write the report of
+    all its finished jobs into the sweep directory, whichever launcher ran them. A sweep
+    without a finished run (every job failed) logs why instead of failing the sweep."""
+
+    def __init__(self, bootstrap_resamples: int = 1000) -> None:
+        self.bootstrap_resamples = bootstrap_resamples
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            write_report([sweep_dir], out=sweep_dir,
+                         bootstrap=Bootstrap(n_resamples=self.bootstrap_resamples))
+        except (RunDirError, ReportError, ComparisonError) as e:
+            log.warning("no sweep report for %s: %s", sweep_dir, e)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ only, frozen, applied to test); write the run directory (emotion_lab.rundir).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,10 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     silence_known_warnings()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
+    threads = torch_threads(cfg.get("threads"))
+    if threads:
+        torch.set_num_threads(threads)
+        log.info("torch threads: %d", threads)
     precision = training_precision(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     check_weight_dtype(config["backbone"], precision)
@@ -132,6 +137,30 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(e.__cause__, (DataError, BackboneError)):
             raise e.__cause__ from None
         raise
+
+
+def torch_threads(setting: Any) -> int | None:
+    """Threads for this process's torch ops: an int; null (torch's default: every core); or
+    auto, which divides the cores among the jobs a launcher runs side by side: the joblib
+    launcher's n_jobs parallel jobs (-1: one per core) get cores // n_jobs each, a submitit
+    job its cpus_per_task. Two jobs each using every core run many times slower than one
+    job alone on 2 cores; divided, they run side by side at full speed."""
+    if setting != "auto":
+        return None if setting is None else int(setting)
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    target = str(launcher.get("_target_", ""))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if "JoblibLauncher" in target:
+        jobs = launcher.get("n_jobs") or 1
+        jobs = cores if jobs < 0 else jobs
+        return max(1, cores // jobs)
+    if "Submitit" in target and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    return None
 
 
 def check_weight_dtype(backbone: dict[str, Any], precision: str) -> None:

@@ -106,12 +106,14 @@ def goemotions_dir(goemotions) -> Path:
     return goemotions.dir
 
 
-def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
+def compose_config(*overrides: str, config_name: str = "train",
+                   return_hydra_config: bool = False) -> DictConfig:
     """The real config from conf/, composed with Hydra's compose API."""
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=config_name, overrides=list(overrides))
+            return compose(config_name=config_name, overrides=list(overrides),
+                           return_hydra_config=return_hydra_config)
     finally:
         GlobalHydra.instance().clear()
 

@@ -180,7 +180,8 @@ def test_label_scores_equal_a_separate_teacher_forced_computation(name, rational
             expected = teacher_forced(model, prompt, contexts[b], words[k])
             assert logp[b, k].item() == pytest.approx(expected, abs=2e-4), (b, k)
     scores = model.label_scores(batch, generated)
-    torch.testing.assert_close(scores, torch.softmax(logp, -1))
+    lengths = torch.tensor([len(w) for w in words], dtype=logp.dtype)
+    torch.testing.assert_close(scores, torch.softmax(logp / lengths, -1))
 
 
 # --- training, zero-shot, reloading ---------------------------------------------------------

@@ -5,13 +5,12 @@ with its answer (data/prompts.py: label names, optionally a rationale); the loss
 the answer's tokens only. Evaluation gets two things from it:
 
 - per-label scores, for thresholds, calibration, PR-AUC and the report exactly as for a
-  classifier: the probability that the answer's label list starts with each label,
-  renormalised over the labels (a softmax of the log-likelihoods of each label's words
-  right after the labels prefix, teacher-forced; every label of a batch in one pass over
-  the prompt's cached keys and values; with the rationale first, after the model's own
-  rationale). Raw likelihoods of multi-token words would be tiny (1e-17 on an untrained
-  model) and would not share a scale across labels; renormalised they lie on the 0-1 scale
-  that threshold policies search;
+  classifier: a softmax over the labels of each label's per-token log-likelihood right
+  after the labels prefix (teacher-forced; every label of a batch in one pass over the
+  prompt's cached keys and values; with the rationale first, after the model's own
+  rationale). Raw likelihoods would be tiny and favour short labels by many orders of
+  magnitude (per token, no label is penalised for its length); renormalised they lie on
+  the 0-1 scale that threshold policies search;
 - generated answers (greedy), parsed back into labels and a rationale.
 
 `trainer.max_epochs=0` evaluates the untrained model with the same prompt and parser: the
@@ -175,7 +174,10 @@ def scores_from_prompts(model: nn.Module, tokenizer, fmt: PromptFormat,
     start = getattr(inner_model(model).config, "decoder_start_token_id", None)
     logp = label_log_probs(model, prompt_ids, prompt_mask, contexts, label_ids, label_mask,
                            tokenizer.pad_token_id, start)
-    return torch.softmax(logp, -1)
+    # per token: summed, a 5-token label starts ~25 nats behind a 1-token one on an untrained
+    # model, and its softmax score (1e-14) falls below any threshold a policy can fit
+    per_token = logp / label_mask.sum(-1).to(logp)
+    return torch.softmax(per_token, -1)
 
 
 class GenerativeModule(LabelModule):
