@@ -158,7 +158,7 @@ def torch_threads(setting: Any) -> int | None:
         jobs = launcher.get("n_jobs") or 1
         jobs = cores if jobs < 0 else jobs
         return max(1, cores // jobs)
-    if "Submitit" in target and launcher.get("cpus_per_task"):
+    if "submitit_launcher" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
     return None
 
