@@ -40,16 +40,17 @@ from emotion_lab.rundir import save_model, write_config, write_evaluation, write
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def train(cfg: DictConfig, callbacks: list | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train, pick the best checkpoint, fit thresholds on validation, evaluate, write the run.
+    `callbacks`: Lightning callbacks besides the config's (a search's pruning callback).
     Returns (metrics, {cfg, datamodule, model, trainer})."""
     try:
-        return _train(cfg)
+        return _train(cfg, list(callbacks or []))
     finally:
         finish_wandb()
 
 
-def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict[str, Any]]:
     silence_known_warnings()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -80,6 +81,7 @@ def _train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                                               cfg.paths.cache_dir,
                                               cfg.adapter.get("feature_batch_size"))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += extra_callbacks
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           precision=precision)

@@ -1,0 +1,181 @@
+"""Hyperparameter search with Optuna: `python -m emotion_lab.search hparams_search=<name>`.
+
+    python -m emotion_lab.search hparams_search=minilm_lora search.n_trials=20
+    python -m emotion_lab.search hparams_search=minilm_lora search.n_trials=10   # resumes
+    python -m emotion_lab.search hparams_search=minilm_lora backbone=distilbert  # any override
+
+The search config (conf/hparams_search/) names the study, its SQLite storage, the metric
+(validation only: a test metric is refused), the pruner and each parameter's distribution.
+Every trial composes the training config from the command's overrides, the search's
+`fixed` overrides and the trial's values, runs `train()` into <search.dir>/trial_<n>/, and
+reports val macro-F1 after every epoch so the median pruner can stop a bad trial early.
+Trials are recorded in the storage as they finish, so a stopped search resumes where it
+was. At the end the best trial is printed and written as an experiment config:
+<search.dir>/experiment/<study>_best.yaml, run with
+`python -m emotion_lab.train --config-dir <search.dir> experiment=<study>_best`.
+
+(hydra-optuna-sweeper pins optuna below 3; this drives Optuna's current API instead.)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from emotion_lab.data.types import DataError
+from emotion_lab.models.backbones import BackboneError
+from emotion_lab.train import train
+
+log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+class SearchError(ValueError):
+    """A search that cannot run as configured; the message says what to change."""
+
+
+class ReportToTrial(L.Callback):
+    """After each validation epoch: report the metric to the trial; stop it if the pruner
+    says it is worse than the median of earlier trials at that epoch."""
+
+    def __init__(self, trial: Any, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
+            return
+        self.trial.report(float(trainer.callback_metrics[self.metric]), trainer.current_epoch)
+        if self.trial.should_prune():
+            import optuna
+
+            raise optuna.TrialPruned(f"{self.metric} below the median at epoch "
+                                     f"{trainer.current_epoch}")
+
+
+def suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:
+    kind = spec.get("type")
+    if kind == "float":
+        return trial.suggest_float(name, spec["low"], spec["high"], log=spec.get("log", False))
+    if kind == "int":
+        return trial.suggest_int(name, spec["low"], spec["high"], log=spec.get("log", False))
+    if kind == "categorical":
+        return trial.suggest_categorical(name, list(spec["choices"]))
+    raise SearchError(f"search.params.{name}: type={kind!r}; use float, int or categorical")
+
+
+def override(key: str, value: Any) -> str:
+    """A Hydra override for a value Optuna suggested (null, true, numbers, strings)."""
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return f"{key}={text.removesuffix('...').strip()}"
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def best_experiment(study: Any, search: dict[str, Any], base: list[str], path: Path) -> Path:
+    """The best trial as an experiment config: group choices as default overrides, values
+    nested under their keys."""
+    best = study.best_trial
+    overrides = [*base, *search["fixed"], *(override(k, v) for k, v in best.params.items())]
+    defaults, values = [], {}
+    for item in overrides:
+        key, value = item.lstrip("+~").split("=", 1)
+        if "." not in key and (CONF_DIR / key).is_dir():
+            defaults.append({f"override /{key}": value})
+            continue
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    header = (f"# @package _global_\n# Best trial of Optuna study {study.study_name} "
+              f"(trial {best.number}: {search['metric']} {best.value:.4f}), written by "
+              f"python -m emotion_lab.search.\n# python -m emotion_lab.train --config-dir "
+              f"{path.parent.parent} experiment={path.stem}\n")
+    body = yaml.safe_dump({"defaults": defaults, **values}, sort_keys=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def search(overrides: list[str]) -> dict[str, Any]:
+    """Run (or resume) the study; returns {best_value, best_params, trials, experiment}."""
+    import optuna
+
+    cfg = compose_train(overrides)
+    if cfg.get("search") is None:
+        known = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+        raise SearchError(f"no search configured: add hparams_search=<name> (one of "
+                          f"{', '.join(known)})")
+    spec = OmegaConf.to_container(cfg.search, resolve=True)
+    if spec["metric"].startswith("test/"):
+        raise SearchError(f"search.metric={spec['metric']}: a search must never choose on the "
+                          f"test split; use a val/ metric (val/macro_f1).")
+    # trials compose the training config: the search's own settings stay out, and each
+    # trial gets its own output directory and the search's W&B group
+    base = [o for o in overrides if not o.lstrip("+~").startswith(
+        ("hparams_search=", "search.", "paths.output_dir=", "paths.sweep_group="))]
+    directory = Path(spec["dir"])
+    directory.mkdir(parents=True, exist_ok=True)
+    pruner = optuna.pruners.MedianPruner(**spec["pruner"]) if spec.get("pruner") \
+        else optuna.pruners.NopPruner()
+    study = optuna.create_study(study_name=spec["study_name"], storage=spec["storage"],
+                                direction=spec["direction"], load_if_exists=True, pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=spec["seed"]))
+    log.info("study %s (%s): %d trial(s) stored; adding %d", spec["study_name"],
+             spec["storage"], len(study.trials), spec["n_trials"])
+    for _ in range(spec["n_trials"]):
+        trial = study.ask()
+        values = {name: suggest(trial, name, p) for name, p in spec["params"].items()}
+        run_dir = directory / f"trial_{trial.number}"
+        trial_overrides = [*base, *spec["fixed"], *(override(k, v) for k, v in values.items()),
+                           f"paths.output_dir={run_dir}", f"paths.sweep_group={directory}"]
+        log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
+        try:
+            metrics, _ = train(compose_train(trial_overrides),
+                               callbacks=[ReportToTrial(trial, spec["metric"])])
+        except optuna.TrialPruned as e:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            log.info("trial %d pruned: %s", trial.number, e)
+            continue
+        except (DataError, BackboneError):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        study.tell(trial, metrics[spec["metric"]])
+        log.info("trial %d: %s %.4f", trial.number, spec["metric"], metrics[spec["metric"]])
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise SearchError("no trial completed (all pruned or failed); widen search.params or "
+                          "set search.pruner=null")
+    path = best_experiment(study, spec, base, directory / "experiment" /
+                           f"{spec['study_name']}_best.yaml")
+    result = {"best_value": study.best_value, "best_params": study.best_params,
+              "best_trial": study.best_trial.number, "trials": len(study.trials),
+              "experiment": str(path)}
+    log.info("best: trial %d, %s %.4f, %s -> %s", study.best_trial.number, spec["metric"],
+             study.best_value, study.best_params, path)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        result = search(sys.argv[1:] if argv is None else argv)
+    except (SearchError, DataError, BackboneError) as e:
+        log.error("%s", e)
+        return 2
+    print(yaml.safe_dump(result, sort_keys=False).strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
