@@ -10,8 +10,8 @@ import pytest
 from conftest import compose_config
 from test_cli import run_cli
 
-COMMON = ("backbone=tiny", "logger=none", "trainer.accelerator=cpu", "trainer.max_epochs=1",
-          "data.max_train_examples=64", "callbacks.progress_bar=null")
+COMMON = ("backbone=tiny", "logger=none", "trainer.accelerator=cpu", "++trainer.fast_dev_run=true",
+          "data.max_eval_examples=40", "callbacks.progress_bar=null")
 
 
 def check_sweep(sweep, seeds) -> None:
