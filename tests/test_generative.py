@@ -206,22 +206,23 @@ def test_lora_training_with_rationales_writes_a_complete_run_that_reloads(folder
         assert 0 <= metrics[key] <= 1, key
     rows = [json.loads(line) for line in (out / "test_answers.jsonl").read_text().splitlines()]
     assert len(rows) == 24 and {"generated", "labels", "rationale"} <= rows[0].keys()
-    # the saved model reproduces the run's test scores
+    # the saved model reproduces the run's test scores (to float noise: these batches are
+    # padded differently from the run's, and CI saw differences of 3e-5)
     model, _, spec = load_model(out / "model")
     assert spec["kind"] == "generative" and spec["prompt"]["rationale"] == "after"
-    module = objects["model"]
+    module = objects["model"].eval()
     batch = objects["datamodule"].test_dataloader().collate_fn(list(range(4)))
     torch.testing.assert_close(module.label_scores(batch), torch.from_numpy(
-        np.load(out / "test_probs.npy")[:4]), atol=1e-5, rtol=1e-4)
+        np.load(out / "test_probs.npy")[:4]), atol=1e-4, rtol=1e-3)
     module.model = model
     torch.testing.assert_close(module.label_scores(batch), torch.from_numpy(
-        np.load(out / "test_probs.npy")[:4]), atol=1e-5, rtol=1e-4)
+        np.load(out / "test_probs.npy")[:4]), atol=1e-4, rtol=1e-3)
     # the predictor: the run's scores, what the model wrote, and its rationale
     clf = EmotionClassifier.from_run(out)
     assert isinstance(clf, GenerativeClassifier)
     texts = read_json(out / "test_texts.json")[:4]
     np.testing.assert_allclose(clf.scores(texts), np.load(out / "test_probs.npy")[:4],
-                               atol=1e-5)
+                               atol=1e-4)
     results = clf.predict(texts, all_scores=True)
     assert [r["answer"] for r in results] == [r["generated"].strip() for r in rows[:4]]
     assert all({"emotions", "scores", "written", "rationale"} <= r.keys() for r in results)
@@ -253,7 +254,7 @@ def test_the_zero_shot_run_evaluates_the_untrained_model(folders, goemotions_dir
     base, batch = module_and_batch(name, folders, goemotions_dir, "adapter=full")
     test_batch = objects["datamodule"].test_dataloader().collate_fn(list(range(3)))
     torch.testing.assert_close(base.label_scores(test_batch), torch.from_numpy(
-        np.load(out / "test_probs.npy")[:3]), atol=1e-5, rtol=1e-4)
+        np.load(out / "test_probs.npy")[:3]), atol=1e-4, rtol=1e-3)
 
 
 def test_t5_writes_single_label_answers_through_verbalizers(folders, tmp_path):
