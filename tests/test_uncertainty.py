@@ -100,6 +100,15 @@ def test_runs_that_differ_only_by_seed_group_together():
     assert [g.name for g in groups] == ["per_label lr=0.0001", "per_label lr=0.0003", "global"]
 
 
+def test_a_setting_older_runs_lack_does_not_split_a_seed_group():
+    newer = run("b", 2)
+    newer.config["backbone"] = {"dtype": "float32"}  # a key added after run a was made
+    other = run("c", 3)
+    other.config["backbone"] = {"dtype": "bfloat16"}
+    groups = group_by_seed([run("a", 1), newer, other])
+    assert [[r.path.name for r in g.runs] for g in groups] == [["a", "b"], ["c"]]
+
+
 def test_pareto_front_keeps_runs_nothing_beats():
     cost = np.array([10.0, 1.0, 5.0, 20.0, 5.0])
     score = np.array([0.50, 0.30, 0.45, 0.49, 0.40])

@@ -150,16 +150,27 @@ def group_by_seed(runs: list[Run]) -> list[SeedGroup]:
     """Group runs whose configs are equal once every seed and output path is left out, and
     whose threshold policy and calibration (which evaluation variants change) agree. Runs
     without a saved config stay alone. Groups are named by what tells them apart."""
-    keyed: dict[Any, list[Run]] = {}
+    keyed: list[tuple[dict[str, Any], Any, list[Run]]] = []
     for run in runs:
         # thresholds and calibration as evaluated (a variant re-fits them), not as trained
         policy = (run.metrics.get("threshold_policy"), run.metrics.get("calibration"),
                   "evaluated_from" in run.metrics)
         trained = {k: v for k, v in _flat(run.config).items()
                    if not k.startswith(("threshold.", "calibration.", "model.threshold_policy"))}
-        key = (tuple(sorted(trained.items())), policy) if run.config else run.path
-        keyed.setdefault(key, []).append(run)
-    groups = [SeedGroup(members) for members in keyed.values()]
+        if not run.config:
+            keyed.append(({}, run.path, [run]))
+            continue
+        # a key one config lacks is not a difference: runs made before a setting existed
+        # (e.g. backbone.dtype, threads) ran as its default did
+        for config, key, members in keyed:
+            if key == policy and members[0].config and all(
+                    config[k] == v for k, v in trained.items() if k in config):
+                config.update(trained)
+                members.append(run)
+                break
+        else:
+            keyed.append((dict(trained), policy, [run]))
+    groups = [SeedGroup(members) for _, _, members in keyed]
     _name_groups(groups)
     return groups
 
@@ -171,7 +182,7 @@ def _name_groups(groups: list[SeedGroup]) -> None:
         group.name = " ".join(str(group.runs[0].metrics.get(f)) for f in varying)
     flats = [_flat(r.config) for r in firsts]
     keys = sorted({k for f in flats for k in f})
-    differing = [k for k in keys if len({f.get(k) for f in flats}) > 1
+    differing = [k for k in keys if all(k in f for f in flats) and len({f[k] for f in flats}) > 1
                  and not k.startswith(("model.adapter.", "model.backbone.", "model.head.pooling",
                                        "data.source.", "model.threshold_policy"))]
     names = [g.name for g in groups]
