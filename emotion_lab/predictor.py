@@ -174,13 +174,18 @@ class EmotionClassifier:
         """Per text, {"emotions": [{"label", "score"}, ...]} best first: the labels above
         their thresholds (`threshold` overrides them all), or the `top_k` most probable
         whatever the thresholds; with `all_scores`, also {"scores": {label: p}}."""
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = self.check_options(texts, top_k, threshold)
+        return self.results(self.scores(texts, progress), top_k, threshold, all_scores)
+
+    @staticmethod
+    def check_options(texts: str | Sequence[str], top_k: int | None,
+                      threshold: float | None) -> Sequence[str]:
+        """The texts as a list; a PredictError for a threshold or top_k out of range."""
         if threshold is not None and not 0 < threshold < 1:
             raise PredictError(f"threshold={threshold}: must lie strictly between 0 and 1")
         if top_k is not None and top_k < 1:
             raise PredictError(f"top_k={top_k}: must be at least 1")
-        return self.results(self.scores(texts, progress), top_k, threshold, all_scores)
+        return [texts] if isinstance(texts, str) else texts
 
     def results(self, probs: np.ndarray, top_k: int | None, threshold: float | None,
                 all_scores: bool) -> list[dict[str, Any]]:
@@ -252,12 +257,7 @@ class GenerativeClassifier(EmotionClassifier):
                 progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
         """As EmotionClassifier.predict, plus per text: "answer" (what the model wrote),
         "written" (the labels it names) and "rationale" ("" when it gave none)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if threshold is not None and not 0 < threshold < 1:
-            raise PredictError(f"threshold={threshold}: must lie strictly between 0 and 1")
-        if top_k is not None and top_k < 1:
-            raise PredictError(f"top_k={top_k}: must be at least 1")
+        texts = self.check_options(texts, top_k, threshold)
         checked = self.check_texts(texts)
         probs, answers = self.answer(checked, progress=progress) if checked else (
             np.zeros((0, len(self.labels)), np.float32), [])
