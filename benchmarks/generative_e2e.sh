@@ -4,8 +4,8 @@
 # Needs: python -m emotion_lab.prepare out_dir=outputs/issue16/prepared; a MiniLM run in
 # outputs/issue14/full/0; python -m emotion_lab.models.tiny_backbones llama outputs/issue16/tiny_llama
 set -e
+cd "$(dirname "$0")/.."
 python -m emotion_lab.rationales data_dir=outputs/issue16/prepared source=template template.run_dir=outputs/issue14/full/0 max_examples=400
-cd /work/main
 common="backbone=smollm2_135m backbone.model=outputs/issue16/tiny_llama model=generative adapter=lora data.dir=outputs/issue16/prepared data.max_train_examples=400 data.max_eval_examples=200"
 python -m emotion_lab.train $common model.prompt.rationale=after trainer.max_epochs=3 hydra.run.dir=outputs/issue16/llama_lora_after > outputs/issue16/llama_lora_after.log 2>&1
 python -m emotion_lab.train $common model.prompt.rationale=after trainer.max_epochs=0 hydra.run.dir=outputs/issue16/llama_zero_shot > outputs/issue16/llama_zero_shot.log 2>&1
