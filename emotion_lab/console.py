@@ -7,7 +7,10 @@ that a new or changed notice still shows:
 - Lightning 2.6's `isinstance(treespec, LeafSpec)` deprecation, raised inside Lightning by
   torch 2.13's pytree (Lightning's to fix; nothing in a run can avoid it);
 - Lightning's notice that it cannot check a custom batch sampler returns every example for
-  prediction: ours (LengthGroupedBatches) does, and tests/test_data.py checks it.
+  prediction: ours (LengthGroupedBatches) does, and tests/test_data.py checks it;
+- Lightning's notice that a run resumed mid-epoch has a loader it cannot resume: our token
+  loaders resume through TextDataModule.state_dict (tests/test_resume.py); cached-feature
+  epochs (adapter=frozen_head) take seconds and finish the epoch with a fresh order.
 
 Lightning's info lines (accelerators available, AMP in use, a logger tip, checkpoint
 restores) are turned down in conf/hydra/default.yaml, with ConsoleFormatter for our lines.
@@ -24,6 +27,7 @@ import warnings
 HARMLESS_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"You are using a custom batch sampler `LengthGroupedBatches` for prediction",
+    r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader",
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,10 +35,16 @@ from emotion_lab.evaluation.run_evaluation import RunEvaluation, evaluate_run
 from emotion_lab.models.backbones import BackboneError, load_tokenizer, weight_dtype
 from emotion_lab.models.callbacks import TrainingClock
 from emotion_lab.models.feature_cache import use_cached_features
+from emotion_lab.models.loggers import run_id
 from emotion_lab.models.precision import fast_precision
 from emotion_lab.rundir import save_model, write_config, write_evaluation, write_json
 
 log = logging.getLogger(__name__)
+OmegaConf.register_new_resolver("run_id", run_id, replace=True)  # conf/logger/wandb.yaml
+
+
+class ConfigError(ValueError):
+    """A combination of settings that cannot run; the message says what to do instead."""
 
 
 def train(cfg: DictConfig, callbacks: list | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -59,6 +66,7 @@ def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict
         torch.set_num_threads(threads)
         log.info("torch threads: %d", threads)
     precision = training_precision(cfg)
+    resolve_resume(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     check_weight_dtype(config["backbone"], precision)
 
@@ -85,6 +93,13 @@ def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                           precision=precision)
+    check_launch(trainer)
+    if cfg.get("threads") == "auto" and trainer.num_devices > 1 and \
+            trainer.strategy.root_device.type == "cpu":
+        # DDP on CPU: this node's processes share its cores
+        torch.set_num_threads(max(1, available_cores() // trainer.num_devices))
+    if trainer.is_global_zero:
+        write_resume_command(Path(cfg.paths.output_dir))
     for logger in loggers:
         logger.log_hyperparams(config)
 
@@ -93,9 +108,12 @@ def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict
     log.info("training: up to %s epoch(s)%s in batches of %d, %s", trainer.max_epochs, steps,
              cfg.data.batch_size, precision)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"),
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path,
                 weights_only=False)  # resuming reads our own pickled hparams
     seconds = {"fit": time.perf_counter() - start, "feature": feature_seconds}
+    # read now: predicting from the best checkpoint restores the clock saved in it
+    clock = next((c.state_dict() for c in trainer.callbacks if isinstance(c, TrainingClock)),
+                 None)
     # fast_dev_run and runs without a checkpoint callback keep the last weights
     best = (trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
             else "") or None
@@ -119,7 +137,8 @@ def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict
         return evaluation.metrics, objects
 
     # write the run directory, then the loggers' summaries
-    metrics = run_metrics(cfg, datamodule, model, trainer, evaluation, precision, seconds, best)
+    metrics = run_metrics(cfg, datamodule, model, trainer, evaluation, precision, seconds, best,
+                          clock)
     write_run(Path(cfg.paths.output_dir), metrics, evaluation, datamodule, model, tokenizer,
               config)
     log_final(loggers, metrics, evaluation.per_label)
@@ -155,7 +174,7 @@ def torch_threads(setting: Any) -> int | None:
         return None
     launcher = HydraConfig.get().launcher
     target = str(launcher.get("_target_", ""))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = available_cores()
     if "JoblibLauncher" in target:
         jobs = launcher.get("n_jobs") or 1
         jobs = cores if jobs < 0 else jobs
@@ -163,6 +182,66 @@ def torch_threads(setting: Any) -> int | None:
     if "submitit_launcher" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
     return None
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def check_launch(trainer: L.Trainer) -> None:
+    """Refuse what cannot work: Lightning's DDP starts ranks 1..N-1 by running this process's
+    command line again, and under `-m` that command is the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    relaunches = (type(launcher).__name__ == "_SubprocessScriptLauncher"
+                  and not trainer.strategy.cluster_environment.creates_processes_externally)
+    if relaunches and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(
+            f"trainer.strategy=ddp with {trainer.num_devices} devices cannot run inside a "
+            "multirun (-m): Lightning starts the other ranks by running the command line "
+            "again, which would start the whole sweep again in each of them. Either run the "
+            "sweep's jobs one by one as single runs (without -m), or let the cluster start "
+            "the ranks: -m hydra/launcher=slurm hydra.launcher.tasks_per_node=<GPUs> "
+            "hydra.launcher.gpus_per_node=<GPUs> trainer=ddp trainer.devices=<GPUs> "
+            "(SLURM starts one process per GPU and Lightning joins them; README, "
+            "\"Outgrowing one run\").")
+
+
+def resolve_resume(cfg: DictConfig) -> None:
+    """ckpt_path=last: this run directory's checkpoints/last.ckpt (written every few minutes
+    of training), or a start from scratch where there is none yet."""
+    if cfg.get("ckpt_path") != "last":
+        return
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        cfg.ckpt_path = str(last)
+    else:
+        log.info("ckpt_path=last: %s does not exist (yet): training from the start", last)
+        cfg.ckpt_path = None
+
+
+def write_resume_command(run_dir: Path) -> None:
+    """<run>/resume.sh: the command that resumes this run from checkpoints/last.ckpt after a
+    crash, in this directory (so its logs, W&B run and outputs continue)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    keep = [o for o in hydra_cfg.overrides.task if o.split("=")[0].lstrip("+~") not in
+            ("ckpt_path", "paths.sweep_group")]
+    extra = [f"hydra.run.dir={run_dir}"]
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # a sweep's job keeps its W&B group
+        extra.append(f"paths.sweep_group={hydra_cfg.sweep.dir}")
+    command = shlex.join(["python", "-m", "emotion_lab.train", *keep, *extra, "ckpt_path=last"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "resume.sh").write_text(
+        "#!/bin/sh\n# Resume this run from checkpoints/last.ckpt (from the directory the run "
+        f"started in: {os.getcwd()})\n{command}\n", encoding="utf-8")
 
 
 def check_weight_dtype(backbone: dict[str, Any], precision: str) -> None:
@@ -198,6 +277,10 @@ def predict_split(trainer: L.Trainer, model: L.LightningModule, loader,
     and any per-example lists the model returns besides (a generative model's answers)."""
     outputs = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path,
                               weights_only=False)  # our own checkpoint: hparams are pickled
+    if trainer.world_size > 1:  # DDP: each rank predicted its share of the split
+        gathered = [None] * trainer.world_size
+        torch.distributed.all_gather_object(gathered, outputs)
+        outputs = [o for rank in gathered for o in rank]
     index = torch.cat([o["index"] for o in outputs])
     probs = torch.cat([o["probs"] for o in outputs]).float()
     ordered = torch.empty_like(probs)
@@ -225,10 +308,10 @@ def add_generated(evaluation: RunEvaluation, answers: dict[str, list[str]], spli
 
 def run_metrics(cfg: DictConfig, datamodule, model, trainer: L.Trainer,
                 evaluation: RunEvaluation, precision: str, seconds: dict[str, float | None],
-                best: str | None) -> dict[str, Any]:
-    """metrics.json: what ran, the evaluation, the text-blind baseline, size and time."""
+                best: str | None, clock: dict[str, float] | None) -> dict[str, Any]:
+    """metrics.json: what ran, the evaluation, the text-blind baseline, size and time.
+    `clock`: the TrainingClock's seconds and samples at the end of training."""
     single_label = datamodule.problem_type == "single_label"
-    clock = next((c for c in trainer.callbacks if isinstance(c, TrainingClock)), None)
     return {
         "backbone": cfg.backbone.name, "adapter": cfg.adapter.name,
         "model": "classifier" if datamodule.format is None else "generative",
@@ -246,9 +329,10 @@ def run_metrics(cfg: DictConfig, datamodule, model, trainer: L.Trainer,
         "params/trainable_share": model.trainable_params / model.total_params,
         "time/fit_seconds": seconds["fit"],
         "time/feature_seconds": seconds["feature"],
-        "time/train_seconds": clock.seconds if clock else None,
-        "time/train_samples_per_second": clock.samples_per_second if clock else None,
-        "train/samples_seen": clock.samples if clock else None,
+        "time/train_seconds": clock["seconds"] if clock else None,
+        "time/train_samples_per_second":
+            (clock["samples"] / clock["seconds"] if clock["seconds"] else 0.0) if clock else None,
+        "train/samples_seen": clock["samples"] if clock else None,
         "epochs": trainer.current_epoch, "global_steps": trainer.global_step,
         "best_checkpoint": best,
     }
@@ -306,7 +390,7 @@ def finish_wandb() -> None:
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics, _ = train(cfg)
-    except (DataError, BackboneError) as e:
+    except (DataError, BackboneError, ConfigError) as e:
         log.error("%s", e)
         sys.exit(2)
     return metrics.get(cfg.get("optimized_metric"))

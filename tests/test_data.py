@@ -283,6 +283,52 @@ def test_training_batches_are_shuffled_per_epoch():
         assert torch.all(lengths[:-1] >= lengths[1:])
 
 
+def rank_batches(monkeypatch, world: int, shuffle: bool, batch_size: int = 8):
+    """Each rank's batches, as DDP's processes would draw them."""
+    per_rank = []
+    for rank in range(world):
+        monkeypatch.setattr("emotion_lab.data.batching.world_and_rank", lambda r=rank: (world, r))
+        per_rank.append(list(LengthGroupedBatches(LENGTHS, batch_size=batch_size,
+                                                  shuffle=shuffle, seed=3)))
+    return per_rank
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ddp_ranks_split_every_global_batch(monkeypatch, world):
+    single = list(LengthGroupedBatches(LENGTHS, batch_size=8, shuffle=True, seed=3))
+    ranks = rank_batches(monkeypatch, world, shuffle=True)
+    assert len({len(r) for r in ranks}) == 1  # the ranks step together
+    merged = [sorted(i for r in ranks for i in r[k]) for k in range(len(ranks[0]))]
+    # the same global batches as one process: 103 = 12 x 8 + 7, and 7 >= world
+    assert merged == [sorted(b) for b in single]
+    assert all(len(b) >= 1 for r in ranks for b in r)
+
+
+def test_a_last_batch_smaller_than_the_world_joins_the_one_before(monkeypatch):
+    ranks = rank_batches(monkeypatch, 2, shuffle=True, batch_size=6)  # 103 = 17 x 6 + 1
+    assert len(ranks[0]) == len(ranks[1]) == 17
+    assert sorted(flatten(ranks[0]) + flatten(ranks[1])) == list(range(len(LENGTHS)))
+    assert all(len(b) >= 1 for r in ranks for b in r)
+
+
+def test_ddp_ranks_split_evaluation_without_overlap(monkeypatch):
+    ranks = rank_batches(monkeypatch, 2, shuffle=False)
+    assert sorted(flatten(ranks[0]) + flatten(ranks[1])) == list(range(len(LENGTHS)))
+    assert abs(len(flatten(ranks[0])) - len(flatten(ranks[1]))) <= 1
+
+
+def test_a_resumed_epoch_skips_the_batches_already_trained():
+    sampler = LengthGroupedBatches(LENGTHS, batch_size=8, shuffle=True, seed=0)
+    sampler.set_epoch(2)
+    whole = list(sampler)
+    sampler.skip(epoch=2, batches=5)
+    assert list(sampler) == whole[5:]
+    assert list(sampler) == whole[5:]  # Lightning may create the iterator twice
+    assert len(sampler) == len(whole)  # Lightning counts the skipped ones as done
+    sampler.set_epoch(3)
+    assert len(list(sampler)) == len(whole)  # the next epoch is whole again
+
+
 # ---------------------------------------------------------------- collation
 
 

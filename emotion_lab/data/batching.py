@@ -38,44 +38,74 @@ class LengthGroupedBatches(Sampler[list[int]]):
 
     Training: shuffle, cut into groups of `group_batches` batches, sort each group by
     length, batch it, shuffle the batches. Evaluation: one global sort by length.
-    Under DDP each rank trains on every world_size-th batch, the batch count cut to a
-    multiple of world_size so that ranks step together. Evaluation is not split: every
-    rank sees the whole split, so predictions come back complete and in order, and metrics
-    gathered across ranks are those of the split (each example counted world_size times).
+
+    Under DDP `batch_size` stays the global batch: each rank takes every world_size-th
+    example of every training batch, so N processes step through the same batches as one
+    process (the lightning-hydra-template convention: the learning rate and the schedule
+    do not change with the number of GPUs). A last batch smaller than world_size joins the
+    one before it, so no rank gets an empty batch and no example is dropped. Evaluation
+    splits the length-sorted examples the same way; the ranks' predictions are gathered
+    (EmotionModule's Collect, train.predict_split).
+
+    `skip(epoch, batches)`: the first `batches` training batches of that epoch are already
+    trained (a run resumed from a mid-epoch checkpoint: TextDataModule.load_state_dict).
     """
 
     def __init__(self, lengths: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
                  group_batches: int = 50):
         self.lengths, self.batch_size, self.shuffle = lengths, batch_size, shuffle
         self.seed, self.group_batches, self.epoch = seed, group_batches, 0
+        self._skip: tuple[int, int] | None = None
+        # Lightning sets the epoch of a loader's `batch_sampler.sampler` (the attribute of
+        # torch's BatchSampler), never of the batch sampler itself: without this every epoch
+        # would draw the first epoch's batches again
+        self.sampler = self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self._skip is not None and self._skip[0] != epoch:
+            self._skip = None  # the resumed epoch is over
+
+    def skip(self, epoch: int, batches: int) -> None:
+        self._skip = (epoch, batches) if batches > 0 else None
 
     def _batches(self) -> list[list[int]]:
+        world, rank = world_and_rank()
         if not self.shuffle:
             order = torch.argsort(self.lengths, descending=True, stable=True)
-            return [b.tolist() for b in order.split(self.batch_size)]
+            return [b.tolist() for b in order[rank::world].split(self.batch_size)]
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         perm = torch.randperm(len(self.lengths), generator=g)
         batches = []
         for group in perm.split(self.batch_size * self.group_batches):
             group = group[torch.argsort(self.lengths[group], descending=True, stable=True)]
             batches.extend(group.split(self.batch_size))
-        return [batches[i].tolist() for i in torch.randperm(len(batches), generator=g)]
-
-    def _rank_slice(self, batches: list[list[int]]) -> list[list[int]]:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if not (self.shuffle and distributed):
-            return batches
-        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-        return batches[: len(batches) - len(batches) % world][rank::world]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g)]
+        if world > 1:
+            small = [i for i, b in enumerate(batches) if len(b) < world]
+            for i in reversed(small):  # at most one: the remainder of the last group
+                if len(batches) > 1:
+                    merged = batches.pop(i)
+                    batches[i - 1] = torch.cat([batches[i - 1], merged])
+        return [b[rank::world].tolist() for b in batches]
 
     def __iter__(self):
-        return iter(self._rank_slice(self._batches()))
+        batches = self._batches()
+        if self._skip is not None and self._skip[0] == self.epoch and self.shuffle:
+            batches = batches[self._skip[1]:]
+        return iter(batches)
 
     def __len__(self) -> int:
-        return len(self._rank_slice(self._batches()))
+        # the full epoch, also when resuming mid-epoch: Lightning counts the skipped
+        # batches as done and expects the loader to yield the rest
+        return len(self._batches())
+
+
+def world_and_rank() -> tuple[int, int]:
+    """(world size, rank) of the DDP process group; (1, 0) outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
 
 
 class FeatureSplit(Dataset):
@@ -95,8 +125,9 @@ class FeatureSplit(Dataset):
         return {"features": self.features[index], "labels": self.labels[index], "index": index}
 
     def loader(self, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-        # one generator for the loader's life: each epoch draws the next permutation
-        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        # one generator for the loader's life: each epoch draws the next permutation (and
+        # evaluation iterators draw their seed from it, not from the global generator)
+        generator = torch.Generator().manual_seed(seed)
         return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
                           collate_fn=self.collate)
 

@@ -51,6 +51,7 @@ class TextDataModule(L.LightningDataModule):
         self.max_length = max_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches): load_state_dict
         self.caps = {"train": max_train_examples, "val": max_eval_examples,
                      "test": max_eval_examples}
         self.data: LabelledData | None = None
@@ -152,9 +153,29 @@ class TextDataModule(L.LightningDataModule):
             return self.features[split].loader(size, shuffle, self.seed)
         data = self.tokenized[split]
         batches = LengthGroupedBatches(data.lengths, size, shuffle=shuffle, seed=self.seed)
+        # its own generator: each DataLoader iterator draws a seed, which must not come from
+        # the global generator, or a resumed run would draw different dropout masks
+        if shuffle and self._resume_at is not None:  # skip what the checkpoint had trained
+            batches.set_epoch(self._resume_at[0])
+            batches.skip(*self._resume_at)
+        # its own generator: each iterator draws a seed, which must not come from the global
+        # generator, or a resumed run would draw other dropout masks than one never stopped
         return DataLoader(data, batch_sampler=batches, collate_fn=data.collate,
-                          num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is, for a checkpoint: the epoch and the batches trained in it.
+        (Lightning's own resumable-loader path restores after our loader exists:
+        configure_optimizers builds it early to count the training steps.)"""
+        loop = self.trainer.fit_loop
+        return {"epoch": loop.epoch_progress.current.processed,
+                "batches": loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """A run resumed from a checkpoint: its training loader starts at the checkpoint's
+        epoch, past the batches it had trained."""
+        self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -5,18 +5,23 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import random
 import sys
 import time
+from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 
 log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 class TrainingClock(L.Callback):
-    """Wall time spent in training batches (validation excluded) and samples seen in them,
-    for the run's training samples/s."""
+    """Wall time spent in training batches (validation excluded) and samples seen in them
+    (by all DDP ranks together), for the run's training samples/s. Saved in checkpoints, so
+    a resumed run counts on from where it stopped."""
 
     def __init__(self):
         self.seconds, self.samples, self._start = 0.0, 0, 0.0
@@ -26,11 +31,40 @@ class TrainingClock(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seconds += time.perf_counter() - self._start
-        self.samples += len(batch["labels"])
+        samples = len(batch["labels"])
+        if trainer.world_size > 1:  # each rank trained on its share of the batch
+            samples = int(trainer.strategy.reduce(torch.tensor(samples), reduce_op="sum"))
+        self.samples += samples
 
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.seconds if self.seconds else 0.0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds, "samples": self.samples}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.seconds, self.samples = state["seconds"], int(state["samples"])
+
+
+class RandomState(L.Callback):
+    """Saves the random number generators in each checkpoint and restores them on resume, so
+    that a run resumed after a crash draws the same dropout masks as one never stopped
+    (Lightning restores weights, optimizer, schedule and loops, not the generators)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"python": random.getstate(), "numpy": np.random.get_state(),
+                 "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class ReuseFreedMemory(L.Callback):

@@ -1,0 +1,94 @@
+"""Crash-safe runs: a training process killed with SIGKILL mid-epoch resumes with the command
+its run directory holds (resume.sh) and ends as a run never stopped would: the same metrics,
+the same logged history, every output file, the same W&B run id. A kill during a checkpoint
+save leaves the previous checkpoint usable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emotion_lab.models.loggers import run_id
+
+TESTS = Path(__file__).resolve().parent
+
+
+def run(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOEMOTIONS", "WANDB"))}
+    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]), WANDB_MODE="offline",
+               WANDB_SILENT="true", WANDB_DIR=str(home / "dir"),
+               WANDB_CONFIG_DIR=str(home / "config"), WANDB_CACHE_DIR=str(home / "cache"),
+               WANDB_DATA_DIR=str(home / "data"))
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def train_args(goemotions_dir, run_dir: Path, *extra: str) -> list[str]:
+    # 10 steps per epoch, 3 epochs; last.ckpt every 4 steps instead of every 10 minutes
+    return [sys.executable, "-m", "emotion_lab.train", "backbone=tiny",
+            f"data.dir={goemotions_dir}", "logger=[csv,wandb]", "trainer.max_epochs=3",
+            "trainer.accelerator=cpu", "data.batch_size=16", "threads=1",
+            "trainer.log_every_n_steps=2", "callbacks.progress_bar=null",
+            "callbacks.early_stopping=null",
+            "callbacks.model_checkpoint.monitor=null",  # evaluate the last weights
+            "callbacks.resume_checkpoint.train_time_interval=null",
+            "+callbacks.resume_checkpoint.every_n_train_steps=4",
+            f"hydra.run.dir={run_dir}", *extra]
+
+
+def history(run_dir: Path) -> dict[tuple[str, str], str]:
+    """metrics.csv as {(step, column): value}, without the wall-clock columns."""
+    with (run_dir / "csv" / "metrics.csv").open(newline="", encoding="utf-8") as f:
+        return {(row["step"], key): value for row in csv.DictReader(f)
+                for key, value in row.items() if value != "" and key != "step"
+                and not key.startswith("time/")}
+
+
+def files(run_dir: Path) -> set[str]:
+    skip = ("wandb", ".hydra", "train.log", "resume.sh")
+    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*")
+            if p.is_file() and not str(p.relative_to(run_dir)).startswith(skip)}
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_stopped(goemotions_dir,
+                                                                     tmp_path):
+    home = tmp_path / "wandb_home"
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    done = run(train_args(goemotions_dir, whole), tmp_path, home)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    # killed after step 14 (epoch 2, batch 4); last.ckpt is from step 12
+    crash = ["+callbacks.crash._target_=crash.KillAt", "+callbacks.crash.step=14",
+             f"+callbacks.crash.marker={tmp_path / 'killed'}"]
+    killed = run(train_args(goemotions_dir, crashed, *crash), tmp_path, home)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not (crashed / "metrics.json").exists()
+    checkpoint = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 12
+
+    # the documented command: the run directory's resume.sh
+    command = (crashed / "resume.sh").read_text(encoding="utf-8")
+    assert f"hydra.run.dir={crashed}" in command and "ckpt_path=last" in command
+    resumed = run(["sh", str(crashed / "resume.sh")], tmp_path, home)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr + resumed.stdout
+
+    expected = json.loads((whole / "metrics.json").read_text(encoding="utf-8"))
+    got = json.loads((crashed / "metrics.json").read_text(encoding="utf-8"))
+    assert got["global_steps"] == expected["global_steps"] == 30
+    assert got["train/samples_seen"] == expected["train/samples_seen"] == 3 * 160
+    for key, value in expected.items():
+        if isinstance(value, float) and not key.startswith("time/"):
+            assert got[key] == pytest.approx(value, abs=1e-6), key
+    assert history(crashed) == history(whole)  # every step logged once, none lost
+    assert files(crashed) == files(whole)
+
+    ids = {p.name.rsplit("-", 1)[1] for p in (crashed / "wandb").glob("offline-run-*")}
+    assert ids == {run_id(str(crashed))}  # both attempts wrote to one W&B run
