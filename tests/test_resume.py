@@ -22,7 +22,8 @@ TESTS = Path(__file__).resolve().parent
 
 def run(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOEMOTIONS", "WANDB"))}
-    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]), WANDB_MODE="offline",
+    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]),
+               WANDB_MODE="offline",
                WANDB_SILENT="true", WANDB_DIR=str(home / "dir"),
                WANDB_CONFIG_DIR=str(home / "config"), WANDB_CACHE_DIR=str(home / "cache"),
                WANDB_DATA_DIR=str(home / "data"))
@@ -92,3 +93,47 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_stopped(goemotions_
 
     ids = {p.name.rsplit("-", 1)[1] for p in (crashed / "wandb").glob("offline-run-*")}
     assert ids == {run_id(str(crashed))}  # both attempts wrote to one W&B run
+
+
+KILLED_DURING_SAVE = """
+import io, os, signal, sys
+import torch
+from emotion_lab.models.checkpoints import AtomicCheckpointIO
+
+path, writer = sys.argv[1], AtomicCheckpointIO()
+writer.save_checkpoint({"step": 1, "weights": torch.ones(100_000)}, path)
+real_save = torch.save
+
+def half_then_sigkill(obj, f, *args, **kwargs):
+    buffer = io.BytesIO()
+    real_save(obj, buffer, *args, **kwargs)
+    data = buffer.getvalue()
+    f.write(data[: len(data) // 2])
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = half_then_sigkill
+writer.save_checkpoint({"step": 2, "weights": torch.zeros(100_000)}, path)
+"""
+
+
+def test_a_kill_during_a_checkpoint_save_leaves_the_previous_one_whole(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    result = subprocess.run([sys.executable, "-c", KILLED_DURING_SAVE, str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert (tmp_path / "checkpoints" / ".last.ckpt.tmp").is_file()  # the half-written one
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint["step"] == 1 and float(checkpoint["weights"].sum()) == 100_000
+
+
+def test_training_writes_checkpoints_through_the_atomic_writer():
+    from conftest import compose_config
+    from hydra.utils import instantiate
+
+    from emotion_lab.models.checkpoints import AtomicCheckpointIO
+
+    cfg = compose_config("trainer.accelerator=cpu", "paths.output_dir=/x")
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False,
+                          precision="32-true")
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)

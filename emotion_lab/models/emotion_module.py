@@ -113,6 +113,13 @@ class LabelModule(L.LightningModule):
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
                                     gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
+        wrapper = self.trainer.model
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and \
+                hasattr(wrapper, "clip_grad_norm_"):
+            # FSDP: each rank holds a shard of the gradients; only the wrapper computes the
+            # global norm (Lightning's own clipping refuses norm clipping under FSDP)
+            wrapper.clip_grad_norm_(gradient_clip_val)
+            return
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if gradient_clip_val and scaler is None and getattr(
                 optimizer, "_step_supports_amp_scaling", False):
