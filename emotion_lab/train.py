@@ -16,6 +16,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,8 @@ def resolve_resume(cfg: DictConfig) -> None:
     if last.is_file():
         log.info("resuming from %s", last)
         cfg.ckpt_path = str(last)
+        # Lightning's notice that the directory holds checkpoints: it is meant to, here
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not")
     else:
         log.info("ckpt_path=last: %s does not exist (yet): training from the start", last)
         cfg.ckpt_path = None

@@ -12,13 +12,15 @@ import lightning as L
 
 
 class KillAt(L.Callback):
-    """SIGKILL after training step `step`, once: `marker` records that it happened, so the
-    resumed run (same command line, same callback) goes on."""
+    """SIGKILL after each training step in `steps`, once each: files in `markers` record
+    the kills done, so the resumed run (same command line, same callback) goes on."""
 
-    def __init__(self, step: int, marker: str):
-        self.step, self.marker = step, Path(marker)
+    def __init__(self, steps: list[int], markers: str):
+        self.steps, self.markers = list(steps), Path(markers)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step and not self.marker.exists():
-            self.marker.write_text(str(self.step))
+        marker = self.markers / f"killed_at_{trainer.global_step}"
+        if trainer.global_step in self.steps and not marker.exists():
+            self.markers.mkdir(parents=True, exist_ok=True)
+            marker.write_text("")
             os.kill(os.getpid(), signal.SIGKILL)

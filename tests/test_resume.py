@@ -65,9 +65,11 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_stopped(goemotions_
     done = run(train_args(goemotions_dir, whole), tmp_path, home)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    # killed after step 14 (epoch 2, batch 4); last.ckpt is from step 12
-    crash = ["+callbacks.crash._target_=crash.KillAt", "+callbacks.crash.step=14",
-             f"+callbacks.crash.marker={tmp_path / 'killed'}"]
+    # Killed twice: after step 14 (epoch 2, batch 4), resuming from last.ckpt of step 12,
+    # mid-epoch; then after step 21, resuming from step 20: the end of epoch 2's last batch,
+    # before its validation.
+    crash = ["+callbacks.crash._target_=crash.KillAt", "+callbacks.crash.steps=[14,21]",
+             f"+callbacks.crash.markers={tmp_path / 'kills'}"]
     killed = run(train_args(goemotions_dir, crashed, *crash), tmp_path, home)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not (crashed / "metrics.json").exists()
@@ -77,6 +79,10 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_stopped(goemotions_
     # the documented command: the run directory's resume.sh
     command = (crashed / "resume.sh").read_text(encoding="utf-8")
     assert f"hydra.run.dir={crashed}" in command and "ckpt_path=last" in command
+    killed_again = run(["sh", str(crashed / "resume.sh")], tmp_path, home)
+    assert killed_again.returncode == 128 + 9, killed_again.stderr[-3000:]  # sh's SIGKILL
+    assert torch.load(crashed / "checkpoints" / "last.ckpt",
+                      weights_only=False)["global_step"] == 20
     resumed = run(["sh", str(crashed / "resume.sh")], tmp_path, home)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr + resumed.stdout
@@ -91,8 +97,9 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_stopped(goemotions_
     assert history(crashed) == history(whole)  # every step logged once, none lost
     assert files(crashed) == files(whole)
 
-    ids = {p.name.rsplit("-", 1)[1] for p in (crashed / "wandb").glob("offline-run-*")}
-    assert ids == {run_id(str(crashed))}  # both attempts wrote to one W&B run
+    attempts = list((crashed / "wandb").glob("offline-run-*"))
+    assert len(attempts) == 3
+    assert {p.name.rsplit("-", 1)[1] for p in attempts} == {run_id(str(crashed))}  # one run
 
 
 KILLED_DURING_SAVE = """

@@ -155,9 +155,11 @@ class TextDataModule(L.LightningDataModule):
         batches = LengthGroupedBatches(data.lengths, size, shuffle=shuffle, seed=self.seed)
         # its own generator: each DataLoader iterator draws a seed, which must not come from
         # the global generator, or a resumed run would draw different dropout masks
-        if shuffle and self._resume_at is not None:  # skip what the checkpoint had trained
-            batches.set_epoch(self._resume_at[0])
-            batches.skip(*self._resume_at)
+        if shuffle:
+            self._train_batches = batches
+            if self._resume_at is not None:  # skip what the checkpoint had trained
+                batches.set_epoch(self._resume_at[0])
+                batches.skip(*self._resume_at)
         # its own generator: each iterator draws a seed, which must not come from the global
         # generator, or a resumed run would draw other dropout masks than one never stopped
         return DataLoader(data, batch_sampler=batches, collate_fn=data.collate,
@@ -165,17 +167,23 @@ class TextDataModule(L.LightningDataModule):
                           generator=torch.Generator().manual_seed(self.seed))
 
     def state_dict(self) -> dict[str, int]:
-        """Where training is, for a checkpoint: the epoch and the batches trained in it.
-        (Lightning's own resumable-loader path restores after our loader exists:
-        configure_optimizers builds it early to count the training steps.)"""
-        loop = self.trainer.fit_loop
-        return {"epoch": loop.epoch_progress.current.processed,
-                "batches": loop.epoch_loop.batch_progress.current.processed}
+        """Where training is, for a checkpoint: the epoch and the batches trained in it; after
+        an epoch's last batch, the start of the next. (Lightning's own resumable-loader
+        path restores too late: configure_optimizers builds our loader early to count the
+        training steps, and Lightning draws from that one.)"""
+        batches = getattr(self, "_train_batches", None)
+        if batches is None or self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= len(batches):
+            return {"epoch": batches.epoch + 1, "batches": 0}
+        return {"epoch": batches.epoch, "batches": done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """A run resumed from a checkpoint: its training loader starts at the checkpoint's
         epoch, past the batches it had trained."""
-        self._resume_at = (int(state["epoch"]), int(state["batches"]))
+        if state:
+            self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

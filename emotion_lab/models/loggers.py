@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ class ResumableCSVLogger(CSVLogger):
     def experiment(self):
         if self._experiment is None and self.resume_from and rank_zero_only.rank == 0:
             self._kept = self._rows_before(resume_step(self.resume_from))
-        writer = super().experiment
+        with warnings.catch_warnings():
+            if self._kept is not None:  # Lightning's "will be deleted": not here, we keep them
+                warnings.filterwarnings("ignore", message="Experiment logs directory")
+            writer = super().experiment
         if self._kept is not None:
             header, rows = self._kept
             self._kept = None
