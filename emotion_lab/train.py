@@ -242,9 +242,10 @@ def write_resume_command(run_dir: Path) -> None:
         extra.append(f"paths.sweep_group={hydra_cfg.sweep.dir}")
     command = shlex.join(["python", "-m", "emotion_lab.train", *keep, *extra, "ckpt_path=last"])
     run_dir.mkdir(parents=True, exist_ok=True)
+    # from the directory the run started in, where its relative paths point
     (run_dir / "resume.sh").write_text(
-        "#!/bin/sh\n# Resume this run from checkpoints/last.ckpt (from the directory the run "
-        f"started in: {os.getcwd()})\n{command}\n", encoding="utf-8")
+        "#!/bin/sh\n# Resume this run from its checkpoints/last.ckpt\n"
+        f"cd {shlex.quote(os.getcwd())} || exit 1\n{command}\n", encoding="utf-8")
 
 
 def check_weight_dtype(backbone: dict[str, Any], precision: str) -> None:
