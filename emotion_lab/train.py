@@ -143,6 +143,7 @@ def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict
     write_run(Path(cfg.paths.output_dir), metrics, evaluation, datamodule, model, tokenizer,
               config)
     log_final(loggers, metrics, evaluation.per_label)
+    remove_resume_point(Path(cfg.paths.output_dir))
     log.info("evaluation: %s thresholds fitted on validation (macro-F1 %.4f); test macro-F1 "
              "%.4f, micro-F1 %.4f", metrics["threshold_policy"], metrics["val/macro_f1"],
              metrics["test/macro_f1"], metrics["test/micro_f1"])
@@ -246,6 +247,16 @@ def write_resume_command(run_dir: Path) -> None:
     (run_dir / "resume.sh").write_text(
         "#!/bin/sh\n# Resume this run from its checkpoints/last.ckpt\n"
         f"cd {shlex.quote(os.getcwd())} || exit 1\n{command}\n", encoding="utf-8")
+
+
+def remove_resume_point(run_dir: Path) -> None:
+    """A finished run has nothing to resume: its last.ckpt (the size of best.ckpt) and
+    resume.sh go; best.ckpt and model/ stay."""
+    (run_dir / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
+    (run_dir / "resume.sh").unlink(missing_ok=True)
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
 
 
 def check_weight_dtype(backbone: dict[str, Any], precision: str) -> None:

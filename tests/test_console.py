@@ -53,11 +53,13 @@ def test_known_warnings_are_silenced_and_others_are_not():
                       "prediction.", UserWarning, stacklevel=1)
         warnings.warn("You are using a custom batch sampler `TheirSampler` for prediction.",
                       UserWarning, stacklevel=1)
+        warnings.warn("You're resuming from a checkpoint that ended before the epoch ended "
+                      "and your dataloader is not resumable.", UserWarning, stacklevel=1)
         warnings.warn("something a user must act on", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == [
         "You are using a custom batch sampler `TheirSampler` for prediction.",
         "something a user must act on"]
-    assert len(HARMLESS_WARNINGS) == 2
+    assert len(HARMLESS_WARNINGS) == 3
 
 
 def report(rows: str) -> logging.LogRecord:

@@ -56,6 +56,7 @@ def test_ddp_on_two_processes_ends_where_one_process_ends(goemotions, tmp_path):
     np.testing.assert_allclose(predict_probs(model, tokenizer, texts), test_probs, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_ddp_inside_a_multirun_is_refused_with_what_to_do(goemotions_dir, tmp_path):
     result = run_cli("-m", "seed=1,2", "trainer=ddp", "trainer.accelerator=cpu",
                      "trainer.devices=2", "backbone=tiny", f"data.dir={goemotions_dir}",

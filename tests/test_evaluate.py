@@ -59,6 +59,7 @@ def test_a_directory_that_is_not_a_run_is_refused(tmp_path):
         variant(tmp_path, tmp_path)
 
 
+@pytest.mark.slow
 def test_multirun_writes_one_variant_per_setting_and_the_report_reads_them(run_dir, tmp_path):
     done = subprocess.run([sys.executable, "-m", "emotion_lab.evaluate", "-m",
                            f"run_dir={run_dir}", "threshold=fixed,global"],

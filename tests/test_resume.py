@@ -96,6 +96,10 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_stopped(goemotions_
             assert got[key] == pytest.approx(value, abs=1e-6), key
     assert history(crashed) == history(whole)  # every step logged once, none lost
     assert files(crashed) == files(whole)
+    for run_dir in (whole, crashed):  # a finished run has nothing to resume
+        assert not (run_dir / "resume.sh").exists()
+        assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+        assert (run_dir / "checkpoints" / "best.ckpt").is_file()
 
     attempts = list((crashed / "wandb").glob("offline-run-*"))
     assert len(attempts) == 3
