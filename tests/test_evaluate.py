@@ -83,6 +83,7 @@ def test_multirun_writes_one_variant_per_setting_and_the_report_reads_them(run_d
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_the_gate_fails_below_its_minimum_and_names_unknown_metrics(run_dir):
     value = read_json(run_dir / "metrics.json")["test/macro_f1"]
     assert passes_gate({"test/macro_f1": value}, "test/macro_f1", None)

@@ -124,6 +124,7 @@ def test_predict_file_refusals_leave_no_output(run_dir, tmp_path):
     assert [r["body"] for r in rows] == ["hello", "  ", "world"] and rows[1]["emotions"] == []
 
 
+@pytest.mark.slow
 def test_predict_cli_messages(run_dir, tmp_path):
     done = subprocess.run([sys.executable, "-m", "emotion_lab.predict", f"run_dir={run_dir}",
                            "text=thanks, you are brilliant: a=b"], capture_output=True,
