@@ -214,7 +214,13 @@ def check_launch(trainer: L.Trainer) -> None:
 def resolve_resume(cfg: DictConfig) -> None:
     """ckpt_path=last: this run directory's checkpoints/last.ckpt (written every few minutes
     of training), or a start from scratch where there is none yet."""
-    if cfg.get("ckpt_path") != "last":
+    given = cfg.get("ckpt_path")
+    if given is not None and given != "last" and "://" not in str(given) and \
+            not Path(given).is_file():
+        raise ConfigError(f"ckpt_path={given}: no such checkpoint. Give a .ckpt file of a "
+                          f"run (<run>/checkpoints/best.ckpt or last.ckpt), or ckpt_path=last "
+                          f"with hydra.run.dir=<run> to resume that run where it stopped.")
+    if given != "last":
         return
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if last.is_file():

@@ -148,3 +148,12 @@ def test_training_writes_checkpoints_through_the_atomic_writer():
     trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False,
                           precision="32-true")
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_a_missing_checkpoint_is_named_and_last_without_one_starts_fresh(make_cfg, tmp_path):
+    from emotion_lab.train import ConfigError, train
+
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        train(make_cfg(f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+    metrics, _ = train(make_cfg("ckpt_path=last"))  # nothing to resume yet: from scratch
+    assert metrics["global_steps"] == 10
