@@ -2,7 +2,7 @@
 # Issue 16 end to end on local weights: template rationales from a MiniLM run, a tiny random
 # Llama trained with LoRA on GoEmotions with them, its zero-shot run, evaluate and predict.
 # Needs: python -m emotion_lab.prepare out_dir=outputs/issue16/prepared; a MiniLM run in
-# outputs/issue14/full/0; python -m emotion_lab.models.tiny_backbones llama outputs/issue16/tiny_llama
+# outputs/issue14/full/0; python -m emotion_lab.testing.tiny_backbones llama outputs/issue16/tiny_llama
 set -e
 cd "$(dirname "$0")/.."
 python -m emotion_lab.rationales data_dir=outputs/issue16/prepared source=template template.run_dir=outputs/issue14/full/0 max_examples=400

@@ -109,7 +109,7 @@ def main() -> int:
         parser.error(f"unknown row(s) {sorted(unknown)}; rows: {', '.join(ROWS)}")
     import transformers
 
-    from emotion_lab.models.tiny_backbones import build_tiny_backbone
+    from emotion_lab.testing.tiny_backbones import build_tiny_backbone
 
     print(f"measuring matmul peaks ({torch.get_num_threads()} threads)...", flush=True)
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}

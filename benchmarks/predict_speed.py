@@ -40,8 +40,9 @@ from train_speed import matmul_peak, model_facts, training_flops  # noqa: E402
 
 from emotion_lab.evaluation.metrics import f1_scores  # noqa: E402
 from emotion_lab.export import export_hf, export_onnx, load_onnx  # noqa: E402
-from emotion_lab.predictor import EmotionClassifier  # noqa: E402
-from emotion_lab.rundir import load_model, read_json  # noqa: E402
+from emotion_lab.inference.predictor import EmotionClassifier  # noqa: E402
+from emotion_lab.models.saving import load_model  # noqa: E402
+from emotion_lab.rundir import read_json  # noqa: E402
 
 Scorer = Callable[[list[str]], np.ndarray]
 
@@ -113,9 +114,8 @@ def main() -> None:
                         thresholds, reference, latency_texts)[0])
     if read_json(run / "model" / "emotion_lab.json")["adapter"] == "lora":
         model, tokenizer, _ = load_model(run / "model")  # PEFT model, LoRA not merged
-        unmerged = EmotionClassifier(model, tokenizer, ours.labels, thresholds,
-                                     ours.temperatures, max_length=ours.max_length,
-                                     precision="auto")
+        unmerged = EmotionClassifier(model, tokenizer, ours.spec,
+                                     read_json(run / "thresholds.json"), precision="auto")
         rows.append(measure("emotion_lab predictor, LoRA not merged", unmerged.scores, texts,
                             labels, thresholds, reference, latency_texts)[0])
 

@@ -1,22 +1,44 @@
-"""key=value command lines for the tools that apply a run (explain, predict, serve, export).
+"""The command-line convention every face follows: `python -m emotion_lab.<face> key=value`.
 
-Hydra's override grammar would read commas, colons and quotes inside a text as syntax; these
-tools take free text, so values are kept verbatim and converted per key.
+No --flags and no positional arguments: every setting is a key=value word. Faces that build
+a run from config groups (train, evaluate, prepare, rationales, search) read the words as
+Hydra overrides, so they take groups (`adapter=lora`), sweeps (`-m`) and `+key=value`. Faces
+that apply a finished run (predict, serve, explain, export, report) take the words verbatim,
+converted per key to its default's type: they carry free text, and the apostrophes and
+commas of emotional text are syntax to Hydra's grammar.
+
+One rule at every face: a user error (emotion_lab.errors.EmotionLabError, a bad override, a
+config that does not compose) is one line on stderr, `error: <what is wrong and how to fix
+it>`, and exit code 2; never a traceback. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
-from emotion_lab.models.backbones import BackboneError
-from emotion_lab.rundir import RunDirError
+from omegaconf.errors import OmegaConfBaseException
+
+from emotion_lab.errors import CliError, EmotionLabError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Hydra's own flags that take no value besides -m; with any other flag Hydra answers itself
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
-class CliError(ValueError):
-    """A bad command line; the message says what is wrong and what is valid."""
+def user_error(message: Any) -> int:
+    """The user-error rule: the message as one line on stderr; returns the exit code, 2."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"error: {text}", file=sys.stderr, flush=True)
+    return 2
+
+
+def fail(message: Any) -> NoReturn:
+    sys.exit(user_error(message))
 
 
 def flag(value: str) -> bool:
@@ -29,7 +51,8 @@ def flag(value: str) -> bool:
 
 def parse_key_values(argv: list[str], defaults: dict[str, Any],
                      required: tuple[str, ...] = ("run_dir",)) -> dict[str, Any]:
-    """`key=value` arguments over `defaults`; a value is converted to its default's type."""
+    """`key=value` words over `defaults`; a value is converted to its default's type (kept
+    verbatim where the default is None)."""
     args = dict(defaults)
     for arg in argv:
         key, sep, value = arg.partition("=")
@@ -48,13 +71,55 @@ def parse_key_values(argv: list[str], defaults: dict[str, Any],
     return args
 
 
-def run_main(work: Callable[[list[str]], Any], errors: tuple[type[Exception], ...] = ()) -> int:
-    """Run `work(argv)`; bad arguments, incomplete run directories, unloadable models and
-    `errors` become one line on stderr and exit code 2, not a traceback."""
+def run_face(work: Callable[[list[str]], Any], argv: list[str] | None = None) -> int:
+    """A verbatim key=value face: run `work(argv)`; a user error becomes one line, exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        work(sys.argv[1:])
-    except (CliError, RunDirError, BackboneError, *errors) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        work(sys.argv[1:] if argv is None else argv)
+    except EmotionLabError as e:
+        return user_error(e)
     return 0
+
+
+def hydra_face(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The task of a Hydra face (under @hydra.main): a user error it raises (ours, or a
+    config value that does not resolve) becomes one line, exit 2."""
+
+    @functools.wraps(task)
+    def guarded(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except (EmotionLabError, OmegaConfBaseException) as e:
+            fail(e)
+
+    return guarded
+
+
+def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
+    """Compose the face's config with the command line's overrides before Hydra runs it, so
+    that a bad override (a typo, a group option that does not exist) is one line and exit 2,
+    not Hydra's multi-line report and exit 1. Under -m the first job's overrides stand for
+    the sweep. Hydra's other flags (--help, --cfg, --config-dir, ...) are left to Hydra."""
+    argv = sys.argv[1:] if argv is None else argv
+    flags = [a for a in argv if a.startswith("-")]
+    if any(f not in MULTIRUN_FLAGS for f in flags):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        if flags:
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            overrides = BasicSweeper.split_arguments(parsed, None)[0][0]
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        fail(f"{e} (python -m emotion_lab.<face> --help lists the config groups; "
+             f"--cfg job prints the composed config)")
+    finally:
+        GlobalHydra.instance().clear()

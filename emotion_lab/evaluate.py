@@ -26,6 +26,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_lab.cli import check_overrides, hydra_face
+from emotion_lab.errors import GateError
+from emotion_lab.evaluation.figures import plot_confusion
 from emotion_lab.evaluation.run_evaluation import evaluate_run
 from emotion_lab.rundir import RunDirError, load_arrays, read_json, write_evaluation, write_json
 
@@ -70,6 +73,7 @@ def evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "calibration": evaluation.calibration, "evaluated_from": str(run_dir),
         **evaluation.metrics}
     write_evaluation(out, metrics, evaluation, labels)
+    plot_confusion(out, evaluation, labels)
     for name in ("data_report.json", "test_texts.json"):  # the report's counts and errors
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, out / name)
@@ -79,9 +83,6 @@ def evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
              metrics["test/macro_f1"], out)
     return metrics
 
-
-class GateError(ValueError):
-    """A gate that names a metric the evaluation does not have."""
 
 
 def passes_gate(metrics: dict[str, Any], metric: str, minimum: float | None) -> bool:
@@ -102,18 +103,16 @@ def passes_gate(metrics: dict[str, Any], metric: str, minimum: float | None) -> 
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra_face
 def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
-        gate = cfg.get("gate") or {}
-        passed = passes_gate(metrics, gate.get("metric", "test/macro_f1"), gate.get("min"))
-    except (RunDirError, GateError) as e:
-        log.error("%s", e)
-        sys.exit(2)
+    metrics = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    gate = cfg.get("gate") or {}
+    passed = passes_gate(metrics, gate.get("metric", "test/macro_f1"), gate.get("min"))
     if not passed:
         sys.exit(1)
     return metrics.get("val/macro_f1")
 
 
 if __name__ == "__main__":
+    check_overrides("evaluate")
     main()

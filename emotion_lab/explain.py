@@ -6,7 +6,7 @@
 
 Each word is occluded in turn (removed, or replaced by the mask token with occlusion=mask);
 its importance for an emotion is the probability with the whole text minus the probability
-without the word (see emotion_lab/occlusion.py, which the service's demo page also uses).
+without the word (see emotion_lab/inference/occlusion.py, which the service's demo page also uses).
 Writes a bar chart PNG per text and emotion and a JSON of the scores into `out` (default
 <run_dir>/explanations).
 """
@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from emotion_lab.cli import parse_key_values, run_main
+from emotion_lab.cli import parse_key_values, run_face
 from emotion_lab.evaluation.figures import plot_word_importance
-from emotion_lab.occlusion import OcclusionError, check_emotions, explain_text
-from emotion_lab.predictor import EmotionClassifier
+from emotion_lab.inference.occlusion import OcclusionError, check_emotions, explain_text
+from emotion_lab.inference.predictor import EmotionClassifier
 from emotion_lab.rundir import RunDirError, read_json, write_json
 
 DEFAULTS = {"run_dir": None, "text": None, "emotion": None, "n": 3, "out": None,
@@ -106,7 +106,7 @@ def run(argv: list[str]) -> list[Path]:
 
 
 def main() -> int:
-    return run_main(lambda argv: [print(p) for p in run(argv)], (OcclusionError,))
+    return run_face(lambda argv: [print(p) for p in run(argv)])
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ function_to_apply="sigmoid")` loads. Only runs with HF's own sequence-classifica
 (`model.head.pooling=cls`) have a transformers class; emotion_lab's own head (mean pooling,
 MiniLM's default) exports to ONNX instead.
 
-`onnx`: `model.onnx` (inputs input_ids and attention_mask; outputs calibrated `logits` and
-`probs`), the tokenizer and `emotion_lab_onnx.json` (labels, thresholds); `quantize=true`
+`onnx`: `model.onnx` (inputs input_ids and attention_mask; outputs `logits` and `probs`),
+the tokenizer and `emotion_lab_onnx.json` (labels, thresholds, temperatures: the predictor
+applies them as for the run itself, inference/decision.py); `quantize=true`
 adds `model.int8.onnx` (onnxruntime dynamic int8 quantization). Outputs are checked
 against PyTorch, and with evaluate=true the test macro-F1 of each file is measured on the
 run's test split (export_report.json).
@@ -22,18 +23,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from emotion_lab.cli import CliError, parse_key_values, run_main
+from emotion_lab.cli import parse_key_values, run_face
+from emotion_lab.data.types import Problem
+from emotion_lab.errors import ExportError
 from emotion_lab.evaluation.metrics import f1_scores
-from emotion_lab.models.heads import PooledClassifier
-from emotion_lab.predictor import EmotionClassifier, merged
-from emotion_lab.rundir import RunDirError, load_model, read_json, write_json
+from emotion_lab.inference import EmotionClassifier, load_onnx
+from emotion_lab.models.kinds import kind_of
+from emotion_lab.models.saving import load_model
+from emotion_lab.rundir import read_json, write_json
 
 DEFAULTS = {"run_dir": None, "format": "onnx", "out": None, "quantize": False,
             "evaluate": True, "opset": 18}
@@ -43,9 +46,6 @@ ONNX_TOLERANCE = 1e-4
 CHECK_TEXTS = ["Thank you so much, this made my day!", "I can't believe they did that.",
                "ok", "Why would anyone think that is a good idea? It is awful and sad."]
 
-
-class ExportError(CliError):
-    """A run that cannot be exported in the asked format; the message says what can."""
 
 
 def output_layer(model: nn.Module, num_labels: int) -> nn.Linear:
@@ -69,23 +69,19 @@ def fold_temperatures(model: nn.Module, temperatures: list[float] | None) -> Non
         layer.bias.div_(t)
 
 
-def _load(run_dir: Path) -> tuple[nn.Module, Any, dict[str, Any], dict[str, Any]]:
+def _load(run_dir: Path, fmt: str) -> tuple[nn.Module, Any, dict[str, Any], dict[str, Any]]:
     thresholds = read_json(run_dir / "thresholds.json")
-    model, tokenizer, spec = load_model(run_dir / "model")
-    model = merged(model).eval()
-    fold_temperatures(model, spec.get("temperatures"))
-    return model, tokenizer, spec, thresholds
+    model, tokenizer, spec = load_model(run_dir / "model", merge=True)
+    kind_of(spec["kind"]).check_export(fmt, spec)
+    return model.eval(), tokenizer, spec, thresholds
 
 
 def export_hf(run_dir: Path, out: Path) -> dict[str, Any]:
-    model, tokenizer, spec, thresholds = _load(run_dir)
-    if isinstance(model, PooledClassifier):
-        raise ExportError(
-            f"{run_dir} uses emotion_lab's own head (pooling={spec['head']['pooling']}"
-            f"{', hidden layer' if spec['head'].get('hidden_size') else ''}), which transformers "
-            f"has no class for, so no pipeline could load it. Export format=onnx (portable, any "
-            f"head), or train with model.head.type=hf for an HF head.")
-    single = spec.get("problem_type") == "single_label"
+    """A transformers pipeline has no place for temperatures: they are folded into the
+    output layer, and the pipeline's scores are checked against the predictor's."""
+    model, tokenizer, spec, thresholds = _load(run_dir, "hf")
+    fold_temperatures(model, spec.get("temperatures"))
+    single = Problem(spec["problem_type"]).single_label
     model.config.id2label = dict(enumerate(spec["labels"]))
     model.config.label2id = {name: i for i, name in enumerate(spec["labels"])}
     model.config.problem_type = ("single_label_classification" if single
@@ -107,52 +103,16 @@ def export_hf(run_dir: Path, out: Path) -> dict[str, Any]:
 
 
 class OnnxGraph(nn.Module):
-    """What the ONNX file computes: calibrated logits and probabilities."""
+    """What the ONNX file computes: the model's logits and probabilities."""
 
-    def __init__(self, model: nn.Module, single_label: bool) -> None:
+    def __init__(self, model: nn.Module, problem: Problem) -> None:
         super().__init__()
-        self.model, self.single_label = model, single_label
+        self.model, self.problem = model, problem
 
     def forward(self, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return logits, (torch.softmax(logits, -1) if self.single_label else torch.sigmoid(logits))
-
-
-class OnnxModel:
-    """An ONNX Runtime session that answers like a torch classifier (`.logits`)."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
-        logits = self.session.run(["logits"], {"input_ids": input_ids.numpy(),
-                                               "attention_mask": attention_mask.numpy()})[0]
-        return SimpleNamespace(logits=torch.from_numpy(logits))
-
-    def to(self, device: Any) -> OnnxModel:
-        return self
-
-    def eval(self) -> OnnxModel:
-        return self
-
-
-def load_onnx(export_dir: str | Path, file: str = "model.onnx", **kwargs: Any) -> EmotionClassifier:
-    """An EmotionClassifier whose scores come from an exported ONNX file (CPU)."""
-    from transformers import AutoTokenizer
-
-    export_dir = Path(export_dir)
-    meta = read_json(export_dir / "emotion_lab_onnx.json")
-    if not (export_dir / file).is_file():
-        raise RunDirError(f"{export_dir / file}: missing (quantize=true writes model.int8.onnx)")
-    thresholds = [meta["thresholds"][name] for name in meta["labels"]]
-    return EmotionClassifier(OnnxModel(export_dir / file),
-                             AutoTokenizer.from_pretrained(export_dir), meta["labels"],
-                             None if None in thresholds else np.array(thresholds),
-                             None, meta["problem_type"] == "single_label",
-                             meta["max_length"], device="cpu", precision="fp32", **kwargs)
+        return logits, self.problem.activation(logits)
 
 
 def measure_test_macro_f1(clf: EmotionClassifier, run_dir: Path) -> float:
@@ -164,9 +124,8 @@ def measure_test_macro_f1(clf: EmotionClassifier, run_dir: Path) -> float:
 
 def export_onnx(run_dir: Path, out: Path, quantize: bool, evaluate: bool,
                 opset: int) -> dict[str, Any]:
-    model, tokenizer, spec, thresholds = _load(run_dir)
-    single = spec.get("problem_type") == "single_label"
-    graph = OnnxGraph(model, single).eval()
+    model, tokenizer, spec, thresholds = _load(run_dir, "onnx")
+    graph = OnnxGraph(model, Problem(spec["problem_type"])).eval()
     example = tokenizer(CHECK_TEXTS[:2], padding=True, return_tensors="pt")
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=512)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,8 +138,8 @@ def export_onnx(run_dir: Path, out: Path, quantize: bool, evaluate: bool,
     tokenizer.save_pretrained(out)
     write_json(out / "emotion_lab_onnx.json", {
         "labels": spec["labels"], "thresholds": thresholds, "problem_type":
-        spec.get("problem_type", "multi_label"), "max_length": spec["backbone"]["max_length"],
-        "temperatures_folded": spec.get("temperatures"), "source_run": str(run_dir)})
+        spec["problem_type"], "max_length": spec["backbone"]["max_length"],
+        "temperatures": spec.get("temperatures"), "source_run": str(run_dir)})
     reference = EmotionClassifier.from_run(run_dir, precision="fp32")
     exported = load_onnx(out)
     diff = float(np.abs(reference.scores(CHECK_TEXTS) - exported.scores(CHECK_TEXTS)).max())
@@ -232,7 +191,7 @@ def run(argv: list[str]) -> dict[str, Any]:
 
 
 def main() -> int:
-    return run_main(run)
+    return run_face(run)
 
 
 if __name__ == "__main__":

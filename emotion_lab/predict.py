@@ -23,10 +23,10 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from emotion_lab.cli import CliError, parse_key_values, run_main
+from emotion_lab.cli import CliError, parse_key_values, run_face
 from emotion_lab.data.files import LINE_OFFSETS, decode_text, read_table
 from emotion_lab.data.types import DataError
-from emotion_lab.predictor import EmotionClassifier, PredictError
+from emotion_lab.inference.predictor import EmotionClassifier
 
 DEFAULTS = {"run_dir": None, "text": None, "input": None, "output": None,
             "text_column": "text", "top_k": 0, "threshold": 0.0, "all_scores": False,
@@ -134,7 +134,7 @@ def run(argv: list[str]) -> Any:
 
 
 def main() -> int:
-    return run_main(run, (DataError, PredictError))
+    return run_face(run)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,9 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from emotion_lab.cli import check_overrides, hydra_face
 from emotion_lab.data.prepared import write_prepared
-from emotion_lab.data.types import SPLITS, DataError, LabelledData
+from emotion_lab.data.types import SPLITS, LabelledData
 from emotion_lab.evaluation.figures import plot_label_frequencies
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,13 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+@hydra_face
 def main(cfg: DictConfig) -> None:
-    try:
-        report = prepare(cfg)
-    except DataError as e:
-        log.error("%s", e)
-        sys.exit(2)
+    report = prepare(cfg)
     print(json.dumps({s: {k: report["splits"][s][k] for k in ("read", "kept")}
                       for s in SPLITS}))
 
 
 if __name__ == "__main__":
+    check_overrides("prepare")
     main()

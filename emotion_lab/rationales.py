@@ -5,7 +5,7 @@
     python -m emotion_lab.rationales data_dir=data/processed source=template \
         template.run_dir=outputs/train/runs/<classifier run>
 
-`teacher`: a larger LLM explains each example's gold emotions (emotion_lab.teacher: cached,
+`teacher`: a larger LLM explains each example's gold emotions (emotion_lab.data.teacher: cached,
 bounded, concurrent, retried). `template`: no LLM; a trained classifier's occlusion
 importance (the `explain` computation) names the words that carry each gold emotion.
 Either way the rationales are filtered (emotion_lab.data.rationales) and the counts kept and
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from emotion_lab.cli import check_overrides, hydra_face
 from emotion_lab.data.prepared import LABEL_PREFIX
 from emotion_lab.data.rationales import filter_rationales, read_split, write_rationales
+from emotion_lab.data.teacher import Teacher
 from emotion_lab.data.types import SPLITS, DataError
-from emotion_lab.occlusion import explain_text
-from emotion_lab.predictor import EmotionClassifier
-from emotion_lab.rundir import RunDirError
-from emotion_lab.teacher import Teacher, TeacherError
+from emotion_lab.inference.occlusion import explain_text
+from emotion_lab.inference.predictor import EmotionClassifier
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +141,11 @@ def add_rationales(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="rationales")
+@hydra_face
 def main(cfg: DictConfig) -> None:
-    try:
-        add_rationales(cfg)
-    except (DataError, TeacherError, RunDirError) as e:
-        log.error("%s", e)
-        sys.exit(2)
+    add_rationales(cfg)
 
 
 if __name__ == "__main__":
+    check_overrides("rationales")
     main()

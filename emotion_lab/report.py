@@ -1,16 +1,17 @@
 """Compare runs side by side: one table row per run, figures, and an error analysis of the
 best run (best by validation macro-F1; test never chooses).
 
-    python -m emotion_lab.report outputs/train/multiruns/2026-11-22_08-00-00
-    python -m emotion_lab.report outputs/runA outputs/runB --out reports/a_vs_b --wandb
+    python -m emotion_lab.report runs=outputs/train/multiruns/2026-11-22_08-00-00
+    python -m emotion_lab.report runs=outputs/runA,outputs/runB out=reports/a_vs_b wandb=true
 
-Writes report.md, report.csv, report_errors.csv and report_figures/*.png into --out (default:
-the given directory, or the common parent of several).
+Writes report.md, report.csv, report_errors.csv and report_figures/*.png into `out`
+(default: the given directory, or the common parent of several). The tables and the
+markdown are built in emotion_lab/evaluation/ (tables.py, report_text.py); this face finds
+the runs, draws the figures and writes the files.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -22,17 +23,15 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from emotion_lab.cli import parse_key_values, run_face
+from emotion_lab.errors import CliError, ReportError
 from emotion_lab.evaluation.calibration import ece_per_label, reliability_bins
 from emotion_lab.evaluation.comparison import (
     ComparisonError,
     Run,
-    SeedGroup,
     check_label_sets,
-    feature_note,
     group_by_seed,
-    group_markdown,
     group_table,
-    markdown_table,
     name_runs,
     pareto_front,
     summary_table,
@@ -50,21 +49,16 @@ from emotion_lab.evaluation.figures import (
     plot_reliability,
     plot_score_vs_cost,
 )
+from emotion_lab.evaluation.report_text import error_markdown, report_markdown
+from emotion_lab.evaluation.tables import uncertainty
 from emotion_lab.evaluation.uncertainty import (
     Bootstrap,
-    Interval,
     RunScores,
-    check_same_test_set,
-    group_interval,
-    paired_difference,
 )
 from emotion_lab.rundir import RunDirError, find_runs, load_arrays, load_run, read_json
 
 log = logging.getLogger(__name__)
 
-
-class ReportError(ValueError):
-    """A report that cannot be written as asked; the message says what is missing."""
 
 def macro_ece(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(ece_per_label(probs, labels).mean())
@@ -101,73 +95,13 @@ def error_analysis(run: Run, figures: Path, per_label: int) -> tuple[str, pd.Dat
                        "predicted as each label")
     pairs = confused_pairs(labels, preds, run.labels)
     errors = confident_errors(probs, labels, preds, run.labels, texts, per_label)
-    shown = errors.copy()
-    shown["text"] = shown["text"].map(lambda t: "(texts not saved with this run)" if t is None
-                                      else t if len(t) <= 200 else t[:197] + "...")
-    text = ["## Error analysis of the best run", "",
-            f"Best run by validation macro-F1: **{run.name}** (`{run.path}`).", "",
-            "![heatmap](report_figures/heatmap_best_run.png)", "",
-            "### Label pairs most often confused (predicted one, true the other)", "",
-            markdown_table(pairs), "",
-            f"### Most confident mistakes, {per_label} per label and kind", "",
-            "False positives: highest probability without the label. False negatives: lowest "
-            "probability with it.", "", markdown_table(shown.drop(columns="index"))]
-    return "\n".join(text), errors
+    return error_markdown(run, pairs, errors, per_label), errors
 
 
 def test_scores(run: Run) -> RunScores:
     probs, labels = load_arrays(run.path, "test")
     thresholds = list(read_json(run.path / "thresholds.json").values())
     return RunScores.of(probs, labels, None if thresholds[0] is None else np.array(thresholds))
-
-
-def same_test_set(scores: list[RunScores]) -> bool:
-    try:
-        check_same_test_set([scores])
-    except ValueError:
-        return False
-    return True
-
-
-def uncertainty(runs: list[Run], groups: list[SeedGroup], table: pd.DataFrame,
-                settings: Bootstrap) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Bootstrap intervals (per run into `table`, per group into the group table) and paired
-    differences of every group against the best one by validation macro-F1."""
-    scores = {r.path: test_scores(r) for r in runs}
-    intervals: dict[tuple[str, str], Interval] = {}
-    for metric in ("macro_f1", "macro_pr_auc"):
-        per_run = {r.path: group_interval([scores[r.path]], metric, settings) for r in runs}
-        table[f"test_{metric}_low"] = [per_run[r.path].low for r in runs]
-        table[f"test_{metric}_high"] = [per_run[r.path].high for r in runs]
-        for group in groups:
-            intervals[(group.name, metric)] = per_run[group.runs[0].path] \
-                if len(group.runs) == 1 else group_interval(
-                    [scores[r.path] for r in group.runs], metric, settings)
-    groups_df = group_table(groups, table, intervals)
-    notes = [f"Intervals: {settings.confidence:.0%} bootstrap over test examples "
-             f"(scipy.stats.bootstrap, {settings.method}, {settings.n_resamples:,} resamples, "
-             f"seed {settings.seed}); a group's interval is that of its mean over seeds, every "
-             "seed scored on the same resamples, so it leaves out the spread between seeds "
-             "(the sd column shows that)."]
-    rows = []
-    best = groups[int(groups_df["val_macro_f1_mean"].to_numpy().argmax())]
-    if not same_test_set(list(scores.values())):
-        notes.append("Paired differences left out: the runs were not scored on the same test "
-                     "examples.")
-        return groups_df, pd.DataFrame(rows), notes
-    for group in groups:
-        if group is best:
-            continue
-        for metric in ("macro_f1", "macro_pr_auc"):
-            diff = paired_difference([scores[r.path] for r in group.runs],
-                                     [scores[r.path] for r in best.runs], metric, settings)
-            sds = groups_df.set_index("group").loc[[group.name, best.name],
-                                                   f"test_{metric}_sd"]
-            rows.append({"group": group.name, "against": best.name, "metric": f"test {metric}",
-                         "difference": diff.estimate, "low": diff.low, "high": diff.high,
-                         "interval excludes 0": "yes" if diff.excludes_zero else "no",
-                         "larger seed sd": sds.max()})
-    return groups_df, pd.DataFrame(rows), notes
 
 
 def write_report(paths: list[str | Path], out: str | Path | None = None,
@@ -192,10 +126,11 @@ def write_report(paths: list[str | Path], out: str | Path | None = None,
     if bootstrap.n_resamples > 0:
         log.info("bootstrap intervals: %d resamples of the test set per run and group",
                  bootstrap.n_resamples)
-        groups_df, differences, notes = uncertainty(runs, groups, table, bootstrap)
+        scores = {r.path: test_scores(r) for r in runs}
+        groups_df, differences, notes = uncertainty(runs, groups, table, scores, bootstrap)
     else:
         groups_df, differences = group_table(groups, table), pd.DataFrame()
-        notes = ["No intervals: the report ran with --bootstrap-resamples 0."]
+        notes = ["No intervals: the report ran with bootstrap_resamples=0."]
     table.to_csv(out / "report.csv", index=False)
     groups_df.to_csv(out / "report_groups.csv", index=False)
     differences.to_csv(out / "report_differences.csv", index=False)
@@ -225,43 +160,8 @@ def write_report(paths: list[str | Path], out: str | Path | None = None,
     errors_md, errors = error_analysis(best, figures, errors_per_label)
     errors.to_csv(out / "report_errors.csv", index=False)
 
-    shown = table.drop(columns=["dir", "backbone"] if table["backbone"].nunique() == 1
-                       else ["dir"])
-    for metric in ("macro_f1", "macro_pr_auc"):
-        if f"test_{metric}_low" in shown:
-            shown.insert(shown.columns.get_loc(f"test_{metric}") + 1, f"{metric} 95% CI",
-                         [f"[{lo:.4f}, {hi:.4f}]" for lo, hi in
-                          zip(shown.pop(f"test_{metric}_low"), shown.pop(f"test_{metric}_high"),
-                              strict=True)])
-    several = any(len(g.runs) > 1 for g in groups)
-    seeds_md = ["## Seed groups", "",
-                "Runs that differ only by their seed, as mean ± sample sd over seeds "
-                "(a group of one shows its run).", "", group_markdown(groups_df), ""] \
-        if several else []
-    diff_md = ["## Paired differences against the best group", "",
-               f"Each group's mean test score minus that of **{differences['against'].iloc[0]}**"
-               " (best by validation macro-F1), both scored on the same bootstrap resamples "
-               "of the test set: an interval that excludes 0 is a difference this test set "
-               "can tell apart. It covers the draw of test examples, not of seeds: a "
-               "difference within the larger seed sd (last column) may still be the seeds'.",
-               "", markdown_table(differences), ""] \
-        if len(differences) else []
-    md = ["# emotion_lab report", "",
-          f"{len(runs)} run(s) below {', '.join(f'`{p}`' for p in paths)}. Thresholds and "
-          "temperatures were fitted on validation by each run; the best run is chosen by "
-          "validation macro-F1. ECE: test macro expected calibration error (15 bins), before "
-          "and after temperature scaling.", "", markdown_table(shown), "", *notes, "",
-          *feature_note(runs), *seeds_md, *diff_md,
-          "Run directories:", "", *[f"- {r.name}: `{r.path}`" for r in runs], "",
-          "## Figures", "",
-          "![F1 vs params](report_figures/macro_f1_vs_trainable_params.png)", "",
-          "![F1 vs time](report_figures/macro_f1_vs_train_time.png)", "",
-          "![PR-AUC](report_figures/per_label_pr_auc.png)", "",
-          "![F1 vs frequency](report_figures/f1_vs_label_frequency.png)", "",
-          "### Reliability on test", "",
-          *[f"![{r.name}](report_figures/reliability_{i}.png)" for i, r in enumerate(runs)], "",
-          errors_md, ""]
-    (out / "report.md").write_text("\n".join(md), encoding="utf-8")
+    md = report_markdown(runs, paths, table, groups, groups_df, differences, notes, errors_md)
+    (out / "report.md").write_text(md, encoding="utf-8")
     written = {"report.md": out / "report.md", "report.csv": out / "report.csv",
                "report_groups.csv": out / "report_groups.csv",
                "report_differences.csv": out / "report_differences.csv",
@@ -280,7 +180,7 @@ def log_to_wandb(table: pd.DataFrame, figures: list[Path], force: bool, out: Pat
     try:
         import wandb
     except ImportError as e:
-        raise ReportError("--wandb needs the wandb package: pip install wandb") from e
+        raise ReportError("wandb=true needs the wandb package: pip install wandb") from e
     started = wandb.run is None and force
     run = wandb.init(project="emotion_lab", job_type="report", dir=out) if started else wandb.run
     if run is None:
@@ -308,36 +208,34 @@ class SweepReport(Callback):
             log.warning("no sweep report for %s: %s", sweep_dir, e)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emotion_lab.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", help="run or multirun directories")
-    parser.add_argument("--out", help="where to write the report (default: next to the runs)")
-    parser.add_argument("--wandb", action="store_true", help="log the table and figures to W&B")
-    parser.add_argument("--errors-per-label", type=int, default=3,
-                        help="confident mistakes listed per label and kind (default 3)")
-    parser.add_argument("--bootstrap-resamples", type=int, default=1000,
-                        help="test-set resamples per interval (default 1000; 0: no intervals)")
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="resampling seed")
-    parser.add_argument("--confidence", type=float, default=0.95,
-                        help="interval confidence level (default 0.95)")
-    parser.add_argument("--bootstrap-method", default="percentile",
-                        choices=["percentile", "basic", "BCa"],
-                        help="scipy.stats.bootstrap method (default percentile; BCa adds one "
-                             "statistic per test example)")
-    args = parser.parse_args(argv)
-    if args.bootstrap_resamples < 0 or not 0 < args.confidence < 1:
-        parser.error("--bootstrap-resamples must be >= 0 and --confidence within (0, 1)")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        written = write_report(args.paths, args.out, args.wandb, args.errors_per_label,
-                               Bootstrap(args.bootstrap_resamples, args.bootstrap_seed,
-                                         args.confidence, args.bootstrap_method))
-    except (ReportError, ComparisonError, RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+DEFAULTS = {"runs": None, "out": None, "wandb": False, "errors_per_label": 3,
+            "bootstrap_resamples": 1000, "bootstrap_seed": 0, "confidence": 0.95,
+            "bootstrap_method": "percentile"}
+METHODS = ("percentile", "basic", "BCa")
+
+
+def run(argv: list[str]) -> dict[str, Path]:
+    """runs=<dir>[,<dir>...] (run or multirun directories) and the settings in DEFAULTS:
+    out (default: next to the runs), wandb (log the table and figures to W&B),
+    errors_per_label (confident mistakes listed per label and kind), bootstrap_resamples
+    (0: no intervals), bootstrap_seed, confidence, bootstrap_method (scipy.stats.bootstrap's:
+    percentile, basic, or BCa, which adds one statistic per test example)."""
+    args = parse_key_values(argv, DEFAULTS, required=("runs",))
+    if args["bootstrap_resamples"] < 0 or not 0 < args["confidence"] < 1:
+        raise CliError("bootstrap_resamples must be >= 0 and confidence within (0, 1)")
+    if args["bootstrap_method"] not in METHODS:
+        raise CliError(f"bootstrap_method={args['bootstrap_method']}: choose one of "
+                       f"{', '.join(METHODS)}")
+    written = write_report([p for p in args["runs"].split(",") if p], args["out"],
+                           args["wandb"], args["errors_per_label"],
+                           Bootstrap(args["bootstrap_resamples"], args["bootstrap_seed"],
+                                     args["confidence"], args["bootstrap_method"]))
     print(written["report.md"])
-    return 0
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_face(run, argv)
 
 
 if __name__ == "__main__":

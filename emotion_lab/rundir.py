@@ -17,47 +17,38 @@
       {val,test}_generated_preds.npy   the labels parsed from the answers (0/1)
       confusion_test_generated.png
     config.yaml         the resolved training config
-    model/              tokenizer + weights, loadable with load_model() alone:
-      emotion_lab.json  how to rebuild: backbone, head, adapter, labels
-      full/frozen_head: a HF model directory (config.json, model.safetensors);
-                        emotion_lab's own head adds classifier.safetensors
-      lora:             adapter/ (PEFT adapter + trained head); the base comes from the
-                        backbone source recorded in emotion_lab.json
-      generative:       the language model (or its adapter/); emotion_lab.json holds
-                        kind: generative, the prompt and the generation settings
+    model/              tokenizer + weights (models/saving.py writes and loads them);
+      emotion_lab.json  the model spec: kind (classifier | generative, models/kinds.py),
+                        backbone, head, adapter, labels, problem type, temperatures, and
+                        for generative models the prompt and generation settings
 
-Training writes a run with write_evaluation, write_config and save_model; every face reads
-runs through load_model, load_arrays and read_json, and the report finds and reads finished
-runs with find_runs and load_run. Nothing here imports a face or the training code.
+Records, not code: this module reads and writes the files, checks the run format, and
+imports no model code, no Lightning and no plotting (import-linter's contracts in
+pyproject.toml). Training writes a run with write_evaluation, write_config and (through
+models/saving.py) write_spec; the faces read it through read_spec, load_arrays and
+read_json, and the report finds and reads finished runs with find_runs and load_run.
+
+RUN_FORMAT versions the layout: model/emotion_lab.json records it as `format` and
+metrics.json as `run_format`. A model folder of another format is refused with what to do.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_file
-from torch import nn
 
+from emotion_lab.errors import RunDirError
 from emotion_lab.evaluation.comparison import Run
-from emotion_lab.evaluation.error_analysis import predictions, true_vs_predicted
-from emotion_lab.evaluation.figures import plot_label_heatmap
-from emotion_lab.evaluation.run_evaluation import RunEvaluation
-from emotion_lab.models.backbones import load_tokenizer, no_transformers_bars
-from emotion_lab.models.generative import build_language_model
-from emotion_lab.models.heads import PooledClassifier, build_classifier
 
 REQUIRED = ("metrics.json", "thresholds.json", "label_map.json", "model/emotion_lab.json")
+RUN_FORMAT = 2  # 2: the model spec names its kind; 1: before (no kind for classifiers)
 
-
-class RunDirError(FileNotFoundError):
-    """A run directory that lacks something; the message names the file."""
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -71,7 +62,7 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def write_evaluation(run_dir: Path, metrics: dict[str, Any], evaluation: RunEvaluation,
+def write_evaluation(run_dir: Path, metrics: dict[str, Any], evaluation: Any,
                      label_names: list[str]) -> None:
     """metrics.json (`metrics`: the evaluation's metrics and the run's facts), per_label.csv,
     thresholds.json, label_map.json, temperatures.json (with calibration), the arrays."""
@@ -97,20 +88,6 @@ def write_evaluation(run_dir: Path, metrics: dict[str, Any], evaluation: RunEval
     for split, rows in evaluation.answers.items():
         with (run_dir / f"{split}_answers.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    write_confusion(run_dir, evaluation, label_names)
-
-
-def write_confusion(run_dir: Path, evaluation: RunEvaluation, label_names: list[str]) -> None:
-    """confusion_test.png: true against predicted label on test (thresholded scores), and
-    confusion_test_generated.png for the labels a generative model wrote."""
-    arrays = evaluation.arrays
-    made = {"confusion_test.png": predictions(arrays["test_probs"], evaluation.thresholds)}
-    if "test_generated_preds" in arrays:
-        made["confusion_test_generated.png"] = arrays["test_generated_preds"]
-    for name, preds in made.items():
-        what = "generated answers" if "generated" in name else "scores over thresholds"
-        plot_label_heatmap(true_vs_predicted(arrays["test_labels"], preds), label_names,
-                           run_dir / name, f"test: true vs predicted label ({what})")
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -118,70 +95,22 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config), encoding="utf-8")
 
 
-def save_model(model_dir: Path, model: nn.Module, tokenizer, backbone: dict[str, Any],
-               head: dict[str, Any], adapter: str, label_names: list[str],
-               problem_type: str = "multi_label",
-               temperatures: list[float] | None = None,
-               generative: dict[str, Any] | None = None) -> None:
-    """Save the trained classifier so that load_model() needs nothing but this folder.
-    `generative`: a model that writes its labels: its prompt and generation settings."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(model_dir)
-    # transformers 5's BertweetTokenizer rewrites bpe.codes in a form its own loader misreads
-    # (merges lost); the original vocabulary files are what it was trained with anyway.
-    for attr, name in getattr(tokenizer, "vocab_files_names", {}).items():
-        source = getattr(tokenizer, attr, None)
-        if isinstance(source, str) and Path(source).is_file():
-            shutil.copyfile(source, model_dir / name)
-    spec = {"format": 1, "adapter": adapter, "head": head, "labels": label_names,
-            "problem_type": problem_type, "temperatures": temperatures,
-            "backbone": dict(backbone)}
-    if generative is not None:
-        spec |= {"kind": "generative", **generative}
-    with no_transformers_bars():
-        if hasattr(model, "peft_config"):
-            model.save_pretrained(model_dir / "adapter")
-        elif isinstance(model, PooledClassifier):
-            model.encoder.save_pretrained(model_dir)
-            save_file({k: v.contiguous() for k, v in model.classifier.state_dict().items()},
-                      model_dir / "classifier.safetensors")
-        else:
-            model.save_pretrained(model_dir)
-    if not hasattr(model, "peft_config"):
-        # The folder is now the backbone: rebuilding needs no hub and no package.
-        spec["backbone"].update(model=".", tokenizer=".", local_package=None, random_init=None)
-    write_json(model_dir / "emotion_lab.json", spec)
+def write_spec(model_dir: Path, spec: dict[str, Any]) -> None:
+    """model/emotion_lab.json, stamped with the run format."""
+    write_json(model_dir / "emotion_lab.json", {"format": RUN_FORMAT, **spec})
 
 
-def load_model(model_dir: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """(classifier in eval mode, tokenizer, spec) from a run's model/ folder."""
-    model_dir = Path(model_dir)
-    spec = read_json(model_dir / "emotion_lab.json")
-    backbone = dict(spec["backbone"])
-    for key in ("model", "tokenizer"):
-        if backbone.get(key) == ".":
-            backbone[key] = str(model_dir)
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    # Rebuilding reports the head (or pooler) as freshly initialised before the trained
-    # weights are loaded into it below: true, expected, and alarming to read; hidden.
-    hf_logging.set_verbosity_error()
-    try:
-        model = build_language_model(backbone) if spec.get("kind") == "generative" else \
-            build_classifier(backbone, spec["labels"], spec["head"],
-                             spec.get("problem_type", "multi_label"))[0]
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    if (model_dir / "adapter").is_dir():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, model_dir / "adapter")
-    elif isinstance(model, PooledClassifier):
-        model.classifier.load_state_dict(load_file(model_dir / "classifier.safetensors"))
-    tokenizer = load_tokenizer({**backbone, "tokenizer": str(model_dir)})
-    # a base trained in bf16 (backbone.dtype) predicts in fp32, as the run's arrays were made
-    return model.float().eval(), tokenizer, spec
+def read_spec(model_dir: str | Path) -> dict[str, Any]:
+    """The model spec of a run's model/ folder; a RunDirError for another run format."""
+    spec = read_json(Path(model_dir) / "emotion_lab.json")
+    found = spec.get("format")
+    if found != RUN_FORMAT:
+        raise RunDirError(
+            f"{model_dir}: written in run format {found}, and this emotion_lab reads format "
+            f"{RUN_FORMAT}. Train the run again with this version (its config.yaml holds "
+            f"the settings: python -m emotion_lab.train with the same overrides), or load it "
+            f"with the emotion_lab version that wrote it.")
+    return spec
 
 
 def load_arrays(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:

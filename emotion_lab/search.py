@@ -27,18 +27,17 @@ from typing import Any
 import lightning as L
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from emotion_lab.data.types import DataError
-from emotion_lab.models.backbones import BackboneError
+from emotion_lab.cli import user_error
+from emotion_lab.errors import EmotionLabError, SearchError
 from emotion_lab.train import train
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-
-class SearchError(ValueError):
-    """A search that cannot run as configured; the message says what to change."""
 
 
 class ReportToTrial(L.Callback):
@@ -147,7 +146,7 @@ def search(overrides: list[str]) -> dict[str, Any]:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             log.info("trial %d pruned: %s", trial.number, e)
             continue
-        except (DataError, BackboneError):
+        except EmotionLabError:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
         study.tell(trial, metrics[spec["metric"]])
@@ -170,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         result = search(sys.argv[1:] if argv is None else argv)
-    except (SearchError, DataError, BackboneError) as e:
-        log.error("%s", e)
-        return 2
+    except (EmotionLabError, HydraException, OmegaConfBaseException) as e:
+        return user_error(e)
     print(yaml.safe_dump(result, sort_keys=False).strip())
     return 0
 

@@ -9,7 +9,7 @@
 GET / is a demo page (emotion_lab/demo/index.html: one file, no CDN): a text box, the emotions
 above their thresholds, every label's score as a bar with its threshold marked, and the words
 highlighted by their occlusion importance for a chosen emotion. POST /analyze takes one text
-or a list; POST /explain one text (word importances, see emotion_lab/occlusion.py); GET
+or a list; POST /explain one text (word importances, see emotion_lab/inference/occlusion.py); GET
 /labels, GET /health; OpenAPI docs at /docs. Texts longer than max_chars, batches larger than
 max_batch and texts with more than max_words scored words are refused with 413; empty texts,
 non-string items and unknown emotions with 422, each with a message that says what is wrong.
@@ -19,9 +19,10 @@ import sys
 from importlib import resources
 from typing import Any, Literal
 
-from emotion_lab.cli import CliError, parse_key_values, run_main
-from emotion_lab.occlusion import explain_text, words_of
-from emotion_lab.predictor import EmotionClassifier, PredictError
+from emotion_lab.cli import CliError, parse_key_values, run_face
+from emotion_lab.errors import PredictError
+from emotion_lab.inference.occlusion import explain_text, words_of
+from emotion_lab.inference.predictor import EmotionClassifier
 
 DEFAULTS = {"run_dir": None, "host": "127.0.0.1", "port": 8000, "max_chars": 5000,
             "max_batch": 256, "max_words": 300, "batch_size": 64, "precision": "fp32"}
@@ -119,7 +120,7 @@ def run(argv: list[str]) -> None:
 
 
 def main() -> int:
-    return run_main(run, (PredictError,))
+    return run_face(run)
 
 
 if __name__ == "__main__":

@@ -285,7 +285,7 @@ def test_bertweet_tokenizer_normalises_tweets(bertweet_backbone):
 def test_bertweet_tokenizer_survives_the_run_directory(bertweet_backbone, tmp_path):
     """save_model() writes the tokenizer into model/; load_model() must read back one that
     tokenises exactly as the one used in training."""
-    from emotion_lab.rundir import load_model, save_model
+    from emotion_lab.models.saving import load_model, save_model
 
     tokenizer = load_tokenizer(bertweet_backbone)
     backbone = OmegaConf.to_container(
@@ -293,7 +293,9 @@ def test_bertweet_tokenizer_survives_the_run_directory(bertweet_backbone, tmp_pa
                        "paths.sweep_group=null").backbone, resolve=True)
     head = {"pooling": "cls", "dropout": 0.1, "hidden_size": None}
     model, _ = build_classifier(backbone, EMOTIONS, head)
-    save_model(tmp_path / "model", model, tokenizer, backbone, head, "full", EMOTIONS)
+    spec = {"kind": "classifier", "adapter": "full", "head": head, "labels": EMOTIONS,
+            "problem_type": "multi_label", "temperatures": None, "backbone": backbone}
+    save_model(tmp_path / "model", model, tokenizer, spec, saves_adapter=False)
     _, reloaded, _ = load_model(tmp_path / "model")
     assert reloaded.tokenize(TWEET) == tokenizer.tokenize(TWEET)
 

@@ -65,8 +65,9 @@ def test_temperature_one_changes_nothing():
 
 @pytest.mark.parametrize("calibration", ["global", "per_label"])
 def test_run_with_temperature_scaling(make_cfg, tmp_path, calibration):
-    from emotion_lab.predictor import predict_probs
-    from emotion_lab.rundir import load_arrays, load_model, read_json
+    from emotion_lab.inference import predict_probs
+    from emotion_lab.models.saving import load_model
+    from emotion_lab.rundir import load_arrays, read_json
     from emotion_lab.train import train
 
     metrics, objects = train(make_cfg(f"calibration={calibration}"))

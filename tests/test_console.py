@@ -11,8 +11,8 @@ import pytest
 from test_cli import run_cli
 from transformers import AutoModel, AutoModelForSequenceClassification, BertConfig, BertModel
 
-from emotion_lab.console import HARMLESS_WARNINGS, ConsoleFormatter, silence_known_warnings
 from emotion_lab.models.backbones import ExpectedNewHead, load_backbone
+from emotion_lab.training.console import HARMLESS_WARNINGS, ConsoleFormatter, silence_known_warnings
 
 # What a run printed before the console was quieted, and must not print again.
 NOISE = ("LeafSpec", "custom batch sampler", "is_gradient_checkpointing", "GPU available",
@@ -21,7 +21,7 @@ NOISE = ("LeafSpec", "custom batch sampler", "is_gradient_checkpointing", "GPU a
 
 
 BAR = re.compile(r"\|[^|]*\| *[\d?]+/[\d?]+ \[")  # tqdm: "|█████| 5/5 [00:00<..."
-STAMP = re.compile(r"\d\d:\d\d:\d\d ")  # emotion_lab.console.ConsoleFormatter
+STAMP = re.compile(r"\d\d:\d\d:\d\d ")  # emotion_lab.training.console.ConsoleFormatter
 
 
 def test_a_lora_run_prints_its_stages_and_nothing_else(goemotions_dir, tmp_path):

@@ -13,8 +13,8 @@ import pytest
 from conftest import compose_config
 from test_cli import run_cli
 
-from emotion_lab.predictor import predict_probs
-from emotion_lab.rundir import load_model
+from emotion_lab.inference import predict_probs
+from emotion_lab.models.saving import load_model
 
 # no dropout: one process and two draw different masks; everything else must agree
 SAME_DATA = ("backbone=tiny", "+backbone.random_init.hidden_dropout_prob=0.0",

@@ -70,8 +70,8 @@ def test_multirun_writes_one_variant_per_setting_and_the_report_reads_them(run_d
     for name in variants:
         metrics = json.loads((run_dir / "evaluations" / name / "metrics.json").read_text())
         assert metrics["threshold_policy"] == name.split("_")[0]
-    report = subprocess.run([sys.executable, "-m", "emotion_lab.report", str(run_dir),
-                             "--out", str(tmp_path / "report")],
+    report = subprocess.run([sys.executable, "-m", "emotion_lab.report", f"runs={run_dir}",
+                             f"out={tmp_path / 'report'}"],
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     rows = (tmp_path / "report" / "report.csv").read_text().strip().splitlines()

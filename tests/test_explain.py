@@ -12,7 +12,7 @@ from conftest import EMOTIONS, compose_train_cfg
 
 from emotion_lab.cli import CliError
 from emotion_lab.explain import Explainer, ExplainError, run
-from emotion_lab.occlusion import words_of
+from emotion_lab.inference.occlusion import words_of
 from emotion_lab.train import train
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import compose_train_cfg
 
 from emotion_lab.export import ONNX_TOLERANCE, ExportError, load_onnx, run
-from emotion_lab.predictor import EmotionClassifier
+from emotion_lab.inference.predictor import EmotionClassifier
 from emotion_lab.rundir import read_json
 from emotion_lab.train import train
 

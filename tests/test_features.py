@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from emotion_lab.data.batching import FeatureSplit, TokenizedSplit
+from emotion_lab.inference import predict_probs
 from emotion_lab.models.feature_cache import cache_key, encode
-from emotion_lab.predictor import predict_probs
-from emotion_lab.rundir import load_arrays, load_model
+from emotion_lab.models.saving import load_model
+from emotion_lab.rundir import load_arrays
 from emotion_lab.train import train
 
 MEAN = ("adapter=frozen_head", "model.head.pooling=mean", "trainer.max_epochs=2")

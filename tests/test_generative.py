@@ -20,12 +20,14 @@ from emotion_lab.data.prepared import write_prepared
 from emotion_lab.data.prompts import PromptFormat, mentions
 from emotion_lab.data.types import DataError, LabelledData, Split
 from emotion_lab.evaluation.generation import evaluate_generated, rationale_quality
+from emotion_lab.inference import EmotionClassifier
 from emotion_lab.models.backbones import BackboneError
-from emotion_lab.models.generative import GenerativeModule, label_log_probs
-from emotion_lab.models.tiny_backbones import build_tiny_backbone
+from emotion_lab.models.generative_module import GenerativeModule
+from emotion_lab.models.language import label_log_probs
+from emotion_lab.models.saving import load_model
 from emotion_lab.predict import run as predict_face
-from emotion_lab.predictor import EmotionClassifier, GenerativeClassifier
-from emotion_lab.rundir import load_model, read_json
+from emotion_lab.rundir import read_json
+from emotion_lab.testing.tiny_backbones import build_tiny_backbone
 from emotion_lab.train import train
 
 FAMILY = {"smollm2_135m": "llama", "t5_small": "t5", "gpt2": "gpt2"}
@@ -219,7 +221,7 @@ def test_lora_training_with_rationales_writes_a_complete_run_that_reloads(folder
         np.load(out / "test_probs.npy")[:4]), atol=1e-4, rtol=1e-3)
     # the predictor: the run's scores, what the model wrote, and its rationale
     clf = EmotionClassifier.from_run(out)
-    assert isinstance(clf, GenerativeClassifier)
+    assert clf.kind.name == "generative"
     texts = read_json(out / "test_texts.json")[:4]
     np.testing.assert_allclose(clf.scores(texts), np.load(out / "test_probs.npy")[:4],
                                atol=1e-4)

@@ -11,12 +11,12 @@ from conftest import EMOTIONS, compose_config, compose_train_cfg
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from emotion_lab.inference.predictor import EmotionClassifier
 from emotion_lab.models.adapters import count_parameters, upcast_trainable
 from emotion_lab.models.backbones import BackboneError, load_tokenizer
 from emotion_lab.models.heads import PooledClassifier, build_classifier, last_token_index
-from emotion_lab.models.tiny_backbones import build_tiny_backbone
-from emotion_lab.predictor import EmotionClassifier
 from emotion_lab.rundir import load_arrays, read_json
+from emotion_lab.testing.tiny_backbones import build_tiny_backbone
 from emotion_lab.train import train
 
 # backbone config -> tiny architecture that stands in for its weights

@@ -13,8 +13,9 @@ from conftest import compose_train_cfg
 from test_cli import run_cli
 
 from emotion_lab.data.types import DataError
-from emotion_lab.predictor import predict_probs
-from emotion_lab.rundir import load_arrays, load_model, read_json
+from emotion_lab.inference import predict_probs
+from emotion_lab.models.saving import load_model
+from emotion_lab.rundir import load_arrays, read_json
 from emotion_lab.train import train
 
 # single-token words of MiniLM's uncased vocabulary, one set per class

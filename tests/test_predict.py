@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from conftest import EMOTIONS, compose_train_cfg
 
-from emotion_lab.occlusion import explain_text
+from emotion_lab.inference.occlusion import explain_text
+from emotion_lab.inference.predictor import EmotionClassifier, PredictError
 from emotion_lab.predict import run as predict_cli
-from emotion_lab.predictor import EmotionClassifier, PredictError
 from emotion_lab.rundir import load_arrays, read_json
 from emotion_lab.train import train
 

@@ -16,8 +16,8 @@ from conftest import CUES, compose_config, compose_train_cfg
 from emotion_lab.data.goemotions import GoEmotions
 from emotion_lab.data.prepared import read_prepared, write_prepared
 from emotion_lab.data.rationales import check_rationale
+from emotion_lab.data.teacher import Teacher, TeacherError
 from emotion_lab.rationales import add_rationales
-from emotion_lab.teacher import Teacher, TeacherError
 from emotion_lab.train import train
 
 

@@ -144,7 +144,7 @@ def test_report_groups_runs_that_differ_only_by_seed(goemotions_dir, tmp_path):
 
 
 def test_report_cli_writes_next_to_the_runs(runs, capsys):
-    assert main([str(runs / "1")]) == 0
+    assert main([f"runs={runs / '1'}"]) == 0
     assert (runs / "1" / "report.md").is_file()
     assert capsys.readouterr().out.strip().endswith("report.md")
 
@@ -163,18 +163,18 @@ def test_report_logs_table_and_figures_to_wandb(runs, tmp_path, wandb_offline):
 
 
 def test_report_refuses_what_it_cannot_compare(runs, tmp_path, capsys):
-    assert main([str(tmp_path)]) == 2  # no runs
+    assert main([f"runs={tmp_path}"]) == 2  # no runs
     assert "no runs found below" in capsys.readouterr().err
 
     other = tmp_path / "ekman"
     shutil.copytree(runs / "1", other)
     (other / "label_map.json").write_text(json.dumps({"0": "joy", "1": "anger"}))
-    assert main([str(runs), str(other)]) == 2
+    assert main([f"runs={runs},{other}"]) == 2
     err = capsys.readouterr().err
     assert "different label sets" in err and str(other) in err and str(runs / "0") in err
 
     (other / "label_map.json").unlink()
-    assert main([str(other)]) == 2
+    assert main([f"runs={other}"]) == 2
     assert "label_map.json: missing" in capsys.readouterr().err
-    assert main([str(tmp_path / "nowhere")]) == 2
+    assert main([f"runs={tmp_path / 'nowhere'}"]) == 2
     assert "no such directory" in capsys.readouterr().err

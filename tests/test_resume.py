@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotion_lab.models.loggers import run_id
+from emotion_lab.training.loggers import run_id
 
 TESTS = Path(__file__).resolve().parent
 
@@ -109,7 +109,7 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_stopped(goemotions_
 KILLED_DURING_SAVE = """
 import io, os, signal, sys
 import torch
-from emotion_lab.models.checkpoints import AtomicCheckpointIO
+from emotion_lab.training.checkpoints import AtomicCheckpointIO
 
 path, writer = sys.argv[1], AtomicCheckpointIO()
 writer.save_checkpoint({"step": 1, "weights": torch.ones(100_000)}, path)
@@ -142,7 +142,7 @@ def test_training_writes_checkpoints_through_the_atomic_writer():
     from conftest import compose_config
     from hydra.utils import instantiate
 
-    from emotion_lab.models.checkpoints import AtomicCheckpointIO
+    from emotion_lab.training.checkpoints import AtomicCheckpointIO
 
     cfg = compose_config("trainer.accelerator=cpu", "paths.output_dir=/x")
     trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False,

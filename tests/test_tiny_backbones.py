@@ -14,7 +14,7 @@ from transformers import (
     T5EncoderModel,
 )
 
-from emotion_lab.models.tiny_backbones import FAMILIES, build_tiny_backbone
+from emotion_lab.testing.tiny_backbones import FAMILIES, build_tiny_backbone
 
 TEXT = "I love this, thank you!"
 DECODERS = ("llama", "qwen2", "gpt2")

@@ -19,11 +19,12 @@ from emotion_lab.data.goemotions import read_release_dir
 from emotion_lab.data.types import DataError
 from emotion_lab.evaluation.metrics import evaluate, frequency_baseline
 from emotion_lab.evaluation.thresholds import tune_per_label
-from emotion_lab.models.emotion_module import EmotionModule, pos_weight_from
+from emotion_lab.inference import predict_probs
+from emotion_lab.models.classifier_module import EmotionModule, pos_weight_from
 from emotion_lab.models.heads import build_classifier
 from emotion_lab.models.precision import fast_precision
-from emotion_lab.predictor import predict_probs
-from emotion_lab.rundir import REQUIRED, load_arrays, load_model
+from emotion_lab.models.saving import load_model
+from emotion_lab.rundir import REQUIRED, load_arrays
 from emotion_lab.train import train
 
 L = len(EMOTIONS)
@@ -377,7 +378,7 @@ def test_balanced_pos_weight_trains(make_cfg):
 
 
 def test_reuse_freed_memory_sets_glibc_thresholds(monkeypatch):
-    from emotion_lab.models import callbacks
+    from emotion_lab.training import callbacks
 
     calls = []
 

@@ -22,7 +22,7 @@ from emotion_lab.data.cleaning import clean
 from emotion_lab.data.prepared import is_prepared, read_prepared
 from emotion_lab.data.prompts import PromptFormat, truncate_texts
 from emotion_lab.data.taxonomy import apply_taxonomy
-from emotion_lab.data.types import DataError, LabelledData, Split, label_frequencies
+from emotion_lab.data.types import DataError, LabelledData, Problem, Split, label_frequencies
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,11 @@ class TextDataModule(L.LightningDataModule):
 
     @property
     def problem_type(self) -> str:
-        return self.data.problem_type if self.data else "multi_label"
+        return self.problem.name
+
+    @property
+    def problem(self) -> Problem:
+        return self.data.problem if self.data else Problem()
 
     @property
     def train_label_frequencies(self) -> np.ndarray:

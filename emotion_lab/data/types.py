@@ -11,13 +11,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+
+from emotion_lab.errors import DataError
 
 SPLITS = ("train", "val", "test")
 PROBLEM_TYPES = ("multi_label", "single_label")
 
 
-class DataError(ValueError):
-    """Input data that cannot be used as it is; the message says where and how to fix it."""
+@dataclass(frozen=True)
+class Problem:
+    """What a task's labels are, asked in one place: multi-label (any number of labels per
+    text: sigmoid per label, BCE, per-label thresholds) or single-label (exactly one class:
+    softmax, cross-entropy, the arg-max class; threshold policies and calibration do not
+    apply)."""
+
+    name: str = "multi_label"
+
+    def __post_init__(self) -> None:
+        if self.name not in PROBLEM_TYPES:
+            raise DataError(f"problem_type={self.name!r}: expected one of "
+                            f"{', '.join(PROBLEM_TYPES)}")
+
+    @property
+    def single_label(self) -> bool:
+        return self.name == "single_label"
+
+    def activation(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1) if self.single_label else torch.sigmoid(logits)
+
+    def choose(self, probs: np.ndarray, thresholds: np.ndarray | float | None) -> np.ndarray:
+        """0/1 decisions: the arg-max class, or every label at or above its threshold."""
+        if self.single_label:
+            chosen = np.zeros(probs.shape, dtype=bool)
+            chosen[np.arange(len(probs)), probs.argmax(axis=1)] = True
+            return chosen
+        return probs >= thresholds
+
 
 
 @dataclass
@@ -54,8 +84,12 @@ class LabelledData:
     report: dict[str, Any] = field(default_factory=dict)  # what the source did (raters, splits)
 
     @property
+    def problem(self) -> Problem:
+        return Problem(self.problem_type)
+
+    @property
     def single_label(self) -> bool:
-        return self.problem_type == "single_label"
+        return self.problem.single_label
 
 
 def label_frequencies(labels: np.ndarray) -> np.ndarray:

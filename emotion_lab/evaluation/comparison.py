@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from emotion_lab.errors import ComparisonError
 from emotion_lab.evaluation.uncertainty import Interval
 
 # report.csv column -> metrics.json key
@@ -26,9 +27,6 @@ COLUMNS = {
 # fields that tell runs apart in their names, in this order
 NAME_FIELDS = ("backbone", "adapter", "threshold_policy", "calibration", "taxonomy")
 
-
-class ComparisonError(ValueError):
-    """Runs that cannot be compared; the message says which and why."""
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -210,3 +211,18 @@ def plot_word_importance(words: list[str], scores: list[float], path: str | Path
     ax.set_title(textwrap.fill(title, 70), fontsize=10)  # long texts: wrap, never cut off
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
+
+
+def plot_confusion(run_dir: Path, evaluation: Any, label_names: list[str]) -> None:
+    """confusion_test.png: true against predicted label on test (scores over thresholds),
+    and confusion_test_generated.png for the labels a generative model wrote."""
+    from emotion_lab.evaluation.error_analysis import predictions, true_vs_predicted
+
+    arrays = evaluation.arrays
+    made = {"confusion_test.png": predictions(arrays["test_probs"], evaluation.thresholds)}
+    if "test_generated_preds" in arrays:
+        made["confusion_test_generated.png"] = arrays["test_generated_preds"]
+    for name, preds in made.items():
+        what = "generated answers" if "generated" in name else "scores over thresholds"
+        plot_label_heatmap(true_vs_predicted(arrays["test_labels"], preds), label_names,
+                           run_dir / name, f"test: true vs predicted label ({what})")

@@ -55,6 +55,7 @@ class FullFineTuning:
     their gradient and AdamW their update."""
 
     name: str = "full"
+    saves_adapter = False  # the whole network is saved (models/saving.py)
     freeze_word_embeddings: bool = False
 
     def apply(self, model: nn.Module, head_modules: list[str], **_: object) -> nn.Module:
@@ -70,6 +71,7 @@ class FrozenBackbone:
     on pooled features computed once (feature_cache.py), where the head is emotion_lab's own."""
 
     name: str = "frozen_head"
+    saves_adapter = False
     cache_features: bool = False
     feature_batch_size: int | None = None  # head batches on cached features; None: data's
 
@@ -87,6 +89,7 @@ class Lora:
     in modules_to_save (DistilBERT's fresh `pre_classifier` would stay random otherwise)."""
 
     name: str = "lora"
+    saves_adapter = True  # only the PEFT adapter and the head are saved (adapter/)
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1

@@ -17,12 +17,11 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
+from emotion_lab.errors import BackboneError
+
 # Random-init backbones are rebuilt, not saved, under LoRA: the same seed gives the same base.
 RANDOM_INIT_SEED = 0
 
-
-class BackboneError(RuntimeError):
-    """A backbone that cannot be loaded; the message says how to make it available."""
 
 
 def resolve_source(source: str, local_package: str | None) -> str:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from emotion_lab.data.batching import TokenizedSplit
 from emotion_lab.data.datamodule import TextDataModule
 from emotion_lab.models.backbones import RANDOM_INIT_SEED, resolve_source
-from emotion_lab.models.heads import PooledClassifier
+from emotion_lab.models.heads import PooledClassifier, uses_hf_head
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,12 @@ def cached_features(model: PooledClassifier, tokenized: dict[str, TokenizedSplit
 
 
 def use_cached_features(model: torch.nn.Module, datamodule: TextDataModule,
-                        backbone: dict[str, Any], cache_dir: str | Path,
-                        batch_size: int | None = None) -> float | None:
+                        backbone: dict[str, Any], head: dict[str, Any],
+                        cache_dir: str | Path, batch_size: int | None = None) -> float | None:
     """Make `datamodule` serve cached features of the frozen backbone under `model`'s own
     head; returns the seconds the features took (near zero when cached), or None where the
     head is HF's own, which has no pooled output to cache and trains through the backbone."""
-    if not isinstance(model, PooledClassifier):
+    if uses_hf_head(head, backbone):
         log.info("adapter.cache_features needs emotion_lab's own head (model.head.pooling="
                  "mean or a hidden layer); HF's head trains through the frozen backbone.")
         return None

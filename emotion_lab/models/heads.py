@@ -3,10 +3,12 @@ emotion_lab's pooled head, with its output bias started at the label priors."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import get_class
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
@@ -72,6 +74,15 @@ class PooledClassifier(nn.Module):
                 **_: Any) -> SequenceClassifierOutput:
         return SequenceClassifierOutput(logits=self.classifier(self.pool(input_ids,
                                                                          attention_mask)))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """The encoder as a HF model directory, the head beside it as safetensors."""
+        self.encoder.save_pretrained(directory)
+        save_file({k: v.contiguous() for k, v in self.classifier.state_dict().items()},
+                  Path(directory) / "classifier.safetensors")
+
+    def load_head(self, directory: str | Path) -> None:
+        self.classifier.load_state_dict(load_file(Path(directory) / "classifier.safetensors"))
 
 
 def init_output_bias(model: nn.Module, head_modules: list[str], frequencies: list[float],

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from emotion_lab.data.types import Problem
 from emotion_lab.evaluation.metrics import evaluate
 from emotion_lab.models.adapters import count_parameters, upcast_trainable
 from emotion_lab.models.dropout import use_fast_dropout
@@ -156,11 +157,12 @@ class EmotionModule(LabelModule):
                  scheduler: Callable | None = None, warmup_ratio: float = 0.1,
                  train_frequencies: list[float] | None = None,
                  problem_type: str = "multi_label", fast_dropout: bool = True,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, kind: str = "classifier"):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.label_names = list(label_names)
-        self.single_label = problem_type == "single_label"
+        self.problem = Problem(problem_type)
+        self.single_label = self.problem.single_label
         model, self.head_modules = build_classifier(backbone, self.label_names, head,
                                                     problem_type)
         if head.get("init_bias", "prior") == "prior" and train_frequencies is not None and \
@@ -193,7 +195,7 @@ class EmotionModule(LabelModule):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits, dim=-1) if self.single_label else torch.sigmoid(logits)
+        return self.problem.activation(logits)
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "features" in batch:  # cached frozen-backbone features: only the head runs

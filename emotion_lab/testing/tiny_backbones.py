@@ -278,13 +278,13 @@ def build_tiny_backbone(family: str, folder: str | Path, seed: int = 0, **sizes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m emotion_lab.models.tiny_backbones <family> <folder> [seed]: a tiny random
+    """python -m emotion_lab.testing.tiny_backbones <family> <folder> [seed]: a tiny random
     model to try a language-model backbone's code path offline (no accuracy to expect)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (2, 3) or args[0] not in FAMILIES:
-        print(f"usage: python -m emotion_lab.models.tiny_backbones "
+        print(f"usage: python -m emotion_lab.testing.tiny_backbones "
               f"{{{','.join(FAMILIES)}}} <folder> [seed]", file=sys.stderr)
         return 2
     folder = build_tiny_backbone(args[0], args[1], int(args[2]) if len(args) == 3 else 0)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from emotion_lab.predictor import EmotionClassifier, PredictError
+from emotion_lab.errors import OcclusionError
+from emotion_lab.inference.predictor import EmotionClassifier
 
 # Negations flip an emotion ("not happy"); scikit-learn's list would hide them.
 NEGATIONS = {"no", "not", "nor", "never", "nothing", "none", "nobody", "nowhere", "cannot"}
@@ -29,9 +30,6 @@ STOPWORDS = frozenset(ENGLISH_STOP_WORDS) - NEGATIONS
 WORD = re.compile(r"\[[A-Z]+\]|\w+(?:['’]\w+)*|[^\w\s]")
 OCCLUSIONS = ("remove", "mask")
 
-
-class OcclusionError(PredictError):
-    """A request that cannot be explained; the message says what is wrong and what is valid."""
 
 
 def words_of(text: str, keep_stopwords: bool = False) -> list[tuple[str, int, int]]:
@@ -51,7 +49,7 @@ def check_emotions(clf: EmotionClassifier, emotions: list[str]) -> list[str]:
 def predicted(clf: EmotionClassifier, probs: np.ndarray) -> list[str]:
     """Emotions above their thresholds (the arg-max class for single-label runs, and the most
     probable emotion when none passes)."""
-    if clf.single_label or clf.thresholds is None or not (probs >= clf.thresholds).any():
+    if clf.problem.single_label or clf.thresholds is None or not (probs >= clf.thresholds).any():
         return [clf.labels[int(probs.argmax())]]
     return [clf.labels[j] for j in np.flatnonzero(probs >= clf.thresholds)]
 

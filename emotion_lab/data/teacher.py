@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emotion_lab.errors import TeacherError
+
 log = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
 
-
-class TeacherError(RuntimeError):
-    """A teacher that cannot be asked; the message says what to set."""
 
 
 @dataclass

@@ -1,0 +1,113 @@
+"""The LightningModule of `model=generative`: a language model trained to write its labels
+(and a rationale) after a prompt; models/language.py holds the scoring and generation it
+shares with the predictor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from emotion_lab.data.prompts import PromptFormat
+from emotion_lab.data.types import Problem
+from emotion_lab.errors import BackboneError
+from emotion_lab.models.adapters import count_parameters, upcast_trainable
+from emotion_lab.models.backbones import load_tokenizer
+from emotion_lab.models.classifier_module import Collect, LabelModule, enable_checkpointing
+from emotion_lab.models.language import (
+    build_language_model,
+    generate_answers,
+    inner_model,
+    label_token_ids,
+    scores_from_prompts,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GenerativeModule(LabelModule):
+    """A language model trained to write the labels (and a rationale) after a prompt."""
+
+    def __init__(self, backbone: dict[str, Any], label_names: list[str], adapter: Any,
+                 threshold_policy: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 prompt: dict[str, Any], generation: dict[str, Any], optimizer: Callable,
+                 scheduler: Callable | None = None, warmup_ratio: float = 0.1,
+                 train_frequencies: list[float] | None = None,
+                 problem_type: str = "multi_label", gradient_checkpointing: bool = False,
+                 fast_dropout: bool = False, kind: str = "generative"):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.label_names = list(label_names)
+        self.problem = Problem(problem_type)
+        self.single_label = self.problem.single_label
+        self.format = PromptFormat.from_config(prompt, self.label_names)
+        self.tokenizer = load_tokenizer(backbone)
+        model = build_language_model(backbone)
+        if gradient_checkpointing:
+            enable_checkpointing(model)
+        task = "SEQ_2_SEQ_LM" if model.config.is_encoder_decoder else "CAUSAL_LM"
+        self.model = adapter.apply(model.train(), [], task_type=task)
+        upcast_trainable(self.model)
+        self.trainable_params, self.total_params = count_parameters(self.model)
+        if not self.trainable_params:
+            raise BackboneError(f"adapter={adapter.name} leaves no parameter of a generative "
+                                f"model to train (it has no classification head); use "
+                                f"adapter=lora or adapter=full.")
+        log.info("model: %s writing its labels (%s), %s of %s parameters train (%.2f%%)",
+                 backbone.get("name"), adapter.name, f"{self.trainable_params:,}",
+                 f"{self.total_params:,}", 100 * self.trainable_params / self.total_params)
+        self.label_ids, self.label_mask = label_token_ids(self.tokenizer, self.format)
+        config = inner_model(self.model).config
+        self.decoder_start_id = getattr(config, "decoder_start_token_id", None)
+        self.val_outputs = Collect()
+
+    def lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        lm = inner_model(self.model)
+        if lm.config.is_encoder_decoder:
+            out = lm(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"],
+                     labels=batch["target_ids"])
+        else:
+            out = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     labels=batch["lm_labels"])
+        return out.loss.float()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.lm_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def contexts(self, generated: list[str] | None, n: int) -> list[list[int]]:
+        """Token ids between prompt and label list, per example (data/prompts.py)."""
+        texts = [self.format.label_context(g) for g in (generated or [None] * n)]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def label_scores(self, batch: dict[str, torch.Tensor],
+                     generated: list[str] | None = None) -> torch.Tensor:
+        """(B, K) probabilities from the model's likelihood of each label's words."""
+        return scores_from_prompts(self.model, self.tokenizer, self.format, batch["prompt_ids"],
+                                   batch["prompt_mask"], generated, self.label_ids,
+                                   self.label_mask)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self.lm_loss(batch)
+        self.log("val/loss", loss, batch_size=len(batch["labels"]), sync_dist=True)
+        generated = self.answers(batch) if self.format.rationale == "before" else None
+        self.val_outputs.update(self.label_scores(batch, generated), batch["labels"])
+
+    def answers(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        return generate_answers(self.model, self.tokenizer, batch["prompt_ids"],
+                                batch["prompt_mask"], self.hparams.generation["max_new_tokens"])
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
+        with torch.autocast(self.device.type, enabled=False):  # fp32 arrays, as classifiers
+            generated = self.answers(batch) if self.hparams.generation.get("enabled", True) \
+                else None
+            probs = self.label_scores(batch, generated)
+        return {"index": batch["index"], "probs": probs,
+                "generated": generated if generated is not None else [""] * len(probs)}
+
+    def on_predict_start(self) -> None:
+        self.model.float()
