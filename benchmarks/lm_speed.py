@@ -1,6 +1,6 @@
 """Training speed and memory of a decoder backbone through emotion_lab, without its weights:
 random Llama models built from a config, with a byte-level BPE tokenizer that keeps Llama 3's
-quirks (models/tiny_backbones.py), loaded through `backbone=smollm2_135m
+quirks (testing/tiny_backbones.py), loaded through `backbone=smollm2_135m
 backbone.model=<folder>` as a user's download would be.
 
     python benchmarks/lm_speed.py [--rows tiny_llama_full,...] [--examples-135m 320]

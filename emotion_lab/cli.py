@@ -28,6 +28,7 @@ from emotion_lab.errors import CliError, EmotionLabError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Hydra's own flags that take no value besides -m; with any other flag Hydra answers itself
 MULTIRUN_FLAGS = ("-m", "--multirun")
+MAX_CHECKED_JOBS = 64  # composing takes ~0.1 s a job
 
 
 def user_error(message: Any) -> int:
@@ -98,8 +99,9 @@ def hydra_face(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
     """Compose the face's config with the command line's overrides before Hydra runs it, so
     that a bad override (a typo, a group option that does not exist) is one line and exit 2,
-    not Hydra's multi-line report and exit 1. Under -m the first job's overrides stand for
-    the sweep. Hydra's other flags (--help, --cfg, --config-dir, ...) are left to Hydra."""
+    not Hydra's multi-line report and exit 1. Under -m every job's overrides are composed
+    (the first MAX_CHECKED_JOBS), so no sweep fails at its fifth job. Hydra's other
+    flags (--help, --cfg, --config-dir, ...) are left to Hydra."""
     argv = sys.argv[1:] if argv is None else argv
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in MULTIRUN_FLAGS for f in flags):
@@ -110,14 +112,15 @@ def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    overrides = [a for a in argv if not a.startswith("-")]
+    jobs = [[a for a in argv if not a.startswith("-")]]
     try:
         if flags:
-            parsed = OverridesParser.create().parse_overrides(overrides)
-            overrides = BasicSweeper.split_arguments(parsed, None)[0][0]
+            parsed = OverridesParser.create().parse_overrides(jobs[0])
+            jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            compose(config_name, overrides=list(overrides), return_hydra_config=True)
+            for job in jobs[:MAX_CHECKED_JOBS]:
+                compose(config_name, overrides=list(job), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as e:
         fail(f"{e} (python -m emotion_lab.<face> --help lists the config groups; "
              f"--cfg job prints the composed config)")

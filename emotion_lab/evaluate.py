@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_lab.cli import check_overrides, hydra_face
+from emotion_lab.data.types import Problem
 from emotion_lab.errors import GateError
 from emotion_lab.evaluation.figures import plot_confusion
 from emotion_lab.evaluation.run_evaluation import evaluate_run
@@ -60,7 +61,7 @@ def evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     labels = list(read_json(run_dir / "label_map.json").values())
     config = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() \
         else OmegaConf.create({})
-    single_label = facts.get("problem_type") == "single_label"
+    single_label = Problem(facts.get("problem_type", "multi_label")).single_label
     val_probs, val_labels = raw_arrays(run_dir, "val")
     test_probs, test_labels = raw_arrays(run_dir, "test")
     evaluation = evaluate_run(

@@ -12,7 +12,7 @@ reports val macro-F1 after every epoch so the median pruner can stop a bad trial
 Trials are recorded in the storage as they finish, so a stopped search resumes where it
 was. At the end the best trial is printed and written as an experiment config:
 <search.dir>/experiment/<study>_best.yaml, run with
-`python -m emotion_lab.train --config-dir <search.dir> experiment=<study>_best`.
+`python -m emotion_lab.train 'hydra.searchpath=[file://<search.dir>]' experiment=<study>_best`.
 
 (hydra-optuna-sweeper pins optuna below 3; this drives Optuna's current API instead.)
 """
@@ -98,8 +98,9 @@ def best_experiment(study: Any, search: dict[str, Any], base: list[str], path: P
         node[leaf] = yaml.safe_load(value)
     header = (f"# @package _global_\n# Best trial of Optuna study {study.study_name} "
               f"(trial {best.number}: {search['metric']} {best.value:.4f}), written by "
-              f"python -m emotion_lab.search.\n# python -m emotion_lab.train --config-dir "
-              f"{path.parent.parent} experiment={path.stem}\n")
+              f"python -m emotion_lab.search.\n# python -m emotion_lab.train "
+              f"'hydra.searchpath=[file://{path.parent.parent.resolve()}]' "
+              f"experiment={path.stem}\n")
     body = yaml.safe_dump({"defaults": defaults, **values}, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + body, encoding="utf-8")

@@ -26,7 +26,7 @@ TEST_COMMAND = "python -m pytest -q"
 
 def pages() -> dict[str, str]:
     """{path relative to the root: text} of README.md and every docs/*.md."""
-    files = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    files = [README, ROOT / "RESULTS.md", *sorted((ROOT / "docs").glob("*.md"))]
     return {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in files}
 
 

@@ -23,7 +23,8 @@ def test_layout_lists_every_package_folder_and_module():
     packages = sorted(str(p.parent.relative_to(ROOT)) + "/"
                       for p in (ROOT / "emotion_lab").rglob("__init__.py"))
     assert packages == ["emotion_lab/", "emotion_lab/data/", "emotion_lab/evaluation/",
-                        "emotion_lab/models/"]
+                        "emotion_lab/inference/", "emotion_lab/models/", "emotion_lab/testing/",
+                        "emotion_lab/training/"]
     for package in packages:
         assert package in rows, f"README Layout lacks {package}"
         named = set(re.findall(r"[a-z_]+", rows[package]))

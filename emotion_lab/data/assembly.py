@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from emotion_lab.data.table_rows import Rows, TableOptions
-from emotion_lab.data.types import PROBLEM_TYPES, SPLITS, DataError, LabelledData, Split
+from emotion_lab.data.types import PROBLEM_TYPES, SPLITS, DataError, LabelledData, Problem, Split
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def assemble(parts: dict[str, Rows], options: TableOptions, source: str) -> Labe
         raise DataError(f"problem_type={problem_type!r}: use auto, {', '.join(PROBLEM_TYPES)}.")
     if problem_type == "auto":
         problem_type = "multi_label" if any(p.multi for p in parts.values()) else "single_label"
-    single = problem_type == "single_label"
+    single = Problem(problem_type).single_label
     names, order = _label_names(parts, options.labels)
     if single and len(names) < 2:
         raise DataError(f"A single-label task needs at least 2 classes; the data has {names}.")
