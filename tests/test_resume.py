@@ -151,7 +151,8 @@ def test_training_writes_checkpoints_through_the_atomic_writer():
 
 
 def test_a_missing_checkpoint_is_named_and_last_without_one_starts_fresh(make_cfg, tmp_path):
-    from emotion_lab.train import ConfigError, train
+    from emotion_lab.errors import ConfigError
+    from emotion_lab.train import train
 
     with pytest.raises(ConfigError, match="no such checkpoint"):
         train(make_cfg(f"ckpt_path={tmp_path / 'nope.ckpt'}"))
