@@ -38,6 +38,7 @@ def test_applying_a_run_imports_no_lightning_and_no_training_code():
 @pytest.mark.parametrize("face, args, says", [
     ("train", ["adapter=no_such_adapter"], "no_such_adapter"),
     ("train", ["-m", "adapter=full,nope"], "nope"),
+    ("train", ["backbone=tiny", "logger=none", "data.batch_size=abc"], "data.batch_size=abc"),
     ("evaluate", ["threshold.nope=1"], "nope"),
     ("prepare", ["data=missing_group"], "missing_group"),
     ("search", ["backbone=tiny", "not_a_key.at_all=3"], "not_a_key"),

@@ -27,6 +27,16 @@ from emotion_lab.data.types import DataError, LabelledData, Problem, Split, labe
 log = logging.getLogger(__name__)
 
 
+def check_count(key: str, value: Any, minimum: int = 1, optional: bool = False) -> None:
+    """A DataError naming `key` unless `value` is a whole number >= minimum (or None where
+    `optional`): a typo such as data.batch_size=abc stops here, not deep in a DataLoader."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DataError(f"{key}={value}: expected a whole number of at least {minimum}"
+                        + (" (or null for no limit)" if optional else "") + ".")
+
+
 class TextDataModule(L.LightningDataModule):
     """Labelled texts from a source (or a directory written by `emotion_lab.prepare`), cleaned,
     mapped to the chosen taxonomy, tokenised once per run.
@@ -43,6 +53,13 @@ class TextDataModule(L.LightningDataModule):
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  seed: int = 0, prompt: dict[str, Any] | None = None):
         super().__init__()
+        sizes = {"max_length": max_length, "batch_size": batch_size,
+                 "eval_batch_size": eval_batch_size, "max_train_examples": max_train_examples,
+                 "max_eval_examples": max_eval_examples}
+        for key, value in sizes.items():
+            check_count(f"data.{key}", value, optional=key.startswith("max_") and
+                        key != "max_length")
+        check_count("data.num_workers", num_workers, minimum=0)
         self.prompt = None if prompt is None else dict(prompt)
         self.format: PromptFormat | None = None
         self.tokenizer, self.source, self.dir = tokenizer, source, dir
