@@ -31,12 +31,19 @@ from emotion_lab.data.types import Problem
 from emotion_lab.errors import GateError
 from emotion_lab.evaluation.figures import plot_confusion
 from emotion_lab.evaluation.run_evaluation import evaluate_run
-from emotion_lab.rundir import RunDirError, load_arrays, read_json, write_evaluation, write_json
+from emotion_lab.rundir import (
+    RunDirError,
+    load_arrays,
+    read_json,
+    read_metrics,
+    write_evaluation,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 # what the variant takes from the run as it is (the rest is the new evaluation)
-RUN_FACTS = ("backbone", "adapter", "problem_type", "taxonomy", "num_labels", "precision",
-             "eval_precision", "test/macro_f1_frequency_baseline", "params/trainable",
+RUN_FACTS = ("run_format", "model", "backbone", "adapter", "problem_type", "taxonomy",
+             "num_labels", "precision", "eval_precision", "test/macro_f1_frequency_baseline", "params/trainable",
              "params/total", "params/trainable_share", "time/fit_seconds",
              "time/feature_seconds", "time/train_seconds", "time/train_samples_per_second",
              "train/samples_seen", "epochs", "global_steps", "best_checkpoint")
@@ -57,7 +64,7 @@ def evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if not (run_dir / "metrics.json").is_file():
         raise RunDirError(f"run_dir={run_dir}: no metrics.json; give a run directory written "
                           f"by python -m emotion_lab.train.")
-    facts = read_json(run_dir / "metrics.json")
+    facts = read_metrics(run_dir)
     labels = list(read_json(run_dir / "label_map.json").values())
     config = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() \
         else OmegaConf.create({})

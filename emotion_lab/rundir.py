@@ -48,6 +48,9 @@ from emotion_lab.evaluation.comparison import Run
 
 REQUIRED = ("metrics.json", "thresholds.json", "label_map.json", "model/emotion_lab.json")
 RUN_FORMAT = 2  # 2: the model spec names its kind; 1: before (no kind for classifiers)
+# metrics.json, thresholds and arrays are the same in formats 1 and 2: reports and
+# re-evaluations read both (format 1 wrote no run_format)
+READABLE_RECORDS = (1, 2)
 
 
 
@@ -95,6 +98,19 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config), encoding="utf-8")
 
 
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """A run's metrics.json; a RunDirError for a run format whose records this version
+    cannot read."""
+    metrics = read_json(Path(run_dir) / "metrics.json")
+    found = metrics.get("run_format", 1)
+    if found not in READABLE_RECORDS:
+        raise RunDirError(
+            f"{run_dir}: written in run format {found}; this emotion_lab reads the records "
+            f"of formats {', '.join(map(str, READABLE_RECORDS))}. Use the emotion_lab version "
+            f"that wrote the run, or train it again with this one.")
+    return metrics
+
+
 def write_spec(model_dir: Path, spec: dict[str, Any]) -> None:
     """model/emotion_lab.json, stamped with the run format."""
     write_json(model_dir / "emotion_lab.json", {"format": RUN_FORMAT, **spec})
@@ -139,7 +155,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 def load_run(path: Path) -> Run:
     """A finished run's metrics, labels, per-label rows and training label counts."""
-    metrics = read_json(path / "metrics.json")
+    metrics = read_metrics(path)
     labels = list(read_json(path / "label_map.json").values())
     per_label_csv = path / "per_label.csv"
     if not per_label_csv.is_file():

@@ -13,7 +13,7 @@ import pytest
 
 from emotion_lab.errors import ConfigError, EmotionLabError, RunDirError
 from emotion_lab.models.kinds import KINDS, kind_of
-from emotion_lab.rundir import RUN_FORMAT, read_spec, write_spec
+from emotion_lab.rundir import RUN_FORMAT, read_metrics, read_spec, write_spec
 
 
 def python(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -63,6 +63,12 @@ def test_a_model_folder_of_another_run_format_is_refused_with_what_to_do(tmp_pat
     (tmp_path / "emotion_lab.json").write_text(json.dumps({**spec, "format": 1}))
     with pytest.raises(RunDirError, match="run format 1.*Train the run again"):
         read_spec(tmp_path)
+    # the records (metrics, thresholds, arrays) of format 1 read as they are; later ones not
+    (tmp_path / "metrics.json").write_text(json.dumps({"test/macro_f1": 0.5}))
+    assert read_metrics(tmp_path)["test/macro_f1"] == 0.5
+    (tmp_path / "metrics.json").write_text(json.dumps({"run_format": RUN_FORMAT + 1}))
+    with pytest.raises(RunDirError, match=f"run format {RUN_FORMAT + 1}"):
+        read_metrics(tmp_path)
 
 
 def test_the_kind_of_model_is_named_in_one_place():

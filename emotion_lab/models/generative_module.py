@@ -16,7 +16,7 @@ from emotion_lab.data.types import Problem
 from emotion_lab.errors import BackboneError
 from emotion_lab.models.adapters import count_parameters, upcast_trainable
 from emotion_lab.models.backbones import load_tokenizer
-from emotion_lab.models.classifier_module import Collect, LabelModule, enable_checkpointing
+from emotion_lab.models.label_module import Collect, LabelModule, enable_checkpointing
 from emotion_lab.models.language import (
     build_language_model,
     generate_answers,
@@ -42,7 +42,6 @@ class GenerativeModule(LabelModule):
         self.save_hyperparameters(logger=False)
         self.label_names = list(label_names)
         self.problem = Problem(problem_type)
-        self.single_label = self.problem.single_label
         self.format = PromptFormat.from_config(prompt, self.label_names)
         self.tokenizer = load_tokenizer(backbone)
         model = build_language_model(backbone)
