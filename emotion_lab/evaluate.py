@@ -43,8 +43,8 @@ from emotion_lab.rundir import (
 log = logging.getLogger(__name__)
 # what the variant takes from the run as it is (the rest is the new evaluation)
 RUN_FACTS = ("run_format", "model", "backbone", "adapter", "problem_type", "taxonomy",
-             "num_labels", "precision", "eval_precision", "test/macro_f1_frequency_baseline", "params/trainable",
-             "params/total", "params/trainable_share", "time/fit_seconds",
+             "num_labels", "precision", "eval_precision", "test/macro_f1_frequency_baseline",
+             "params/trainable", "params/total", "params/trainable_share", "time/fit_seconds",
              "time/feature_seconds", "time/train_seconds", "time/train_samples_per_second",
              "train/samples_seen", "epochs", "global_steps", "best_checkpoint")
 
