@@ -53,13 +53,12 @@ class TextDataModule(L.LightningDataModule):
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  seed: int = 0, prompt: dict[str, Any] | None = None):
         super().__init__()
-        sizes = {"max_length": max_length, "batch_size": batch_size,
-                 "eval_batch_size": eval_batch_size, "max_train_examples": max_train_examples,
-                 "max_eval_examples": max_eval_examples}
-        for key, value in sizes.items():
-            check_count(f"data.{key}", value, optional=key.startswith("max_") and
-                        key != "max_length")
+        check_count("data.max_length", max_length)
+        check_count("data.batch_size", batch_size)
+        check_count("data.eval_batch_size", eval_batch_size)
         check_count("data.num_workers", num_workers, minimum=0)
+        check_count("data.max_train_examples", max_train_examples, optional=True)
+        check_count("data.max_eval_examples", max_eval_examples, optional=True)
         self.prompt = None if prompt is None else dict(prompt)
         self.format: PromptFormat | None = None
         self.tokenizer, self.source, self.dir = tokenizer, source, dir
