@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from emotion_lab.data.batching import FeatureSplit, TokenizedSplit
 from emotion_lab.inference import predict_probs
-from emotion_lab.models.feature_cache import cache_key, encode
+from emotion_lab.models.feature_cache import ResumableFeatures, cache_key, encode
 from emotion_lab.models.saving import load_model
 from emotion_lab.rundir import load_arrays
 from emotion_lab.train import train
@@ -89,3 +91,26 @@ def test_feature_batch_size_sets_head_batches(goemotions_dir, tmp_path):
                                          "adapter.feature_batch_size=64"))
     batch = next(iter(objects["datamodule"].train_dataloader()))
     assert batch["features"].shape[0] == 64
+
+
+def test_feature_batches_follow_the_epoch_and_resume_mid_epoch():
+    """Training batches on features are drawn from the seed and the epoch (not from a
+    generator re-seeded at each start), and a resumed run skips the batches its checkpoint
+    had trained, through the datamodule's state as for tokens."""
+    split = FeatureSplit(torch.randn(50, 4), torch.zeros(50, 3))
+
+    def epoch_batches(resume_at, epoch):
+        datamodule = SimpleNamespace(_train_batches=None, _resume_at=resume_at)
+        loader = ResumableFeatures(split, datamodule).loader(8, shuffle=True, seed=3)
+        assert datamodule._train_batches is loader.batch_sampler  # its state_dict reads it
+        loader.batch_sampler.set_epoch(epoch)  # as Lightning does each epoch
+        return [b["index"].tolist() for b in loader]
+
+    never_stopped = epoch_batches(None, 1)
+    assert len(never_stopped) == 7 and sorted(sum(never_stopped, [])) == list(range(50))
+    assert never_stopped != epoch_batches(None, 0)  # each epoch its own order
+    assert epoch_batches((1, 3), 1) == never_stopped[3:]  # resumed after 3 batches
+    assert epoch_batches((1, 3), 2) == epoch_batches(None, 2)  # the next epoch is whole
+    evaluation = ResumableFeatures(split, SimpleNamespace()).loader(16, shuffle=False, seed=3)
+    assert [b["index"].tolist() for b in evaluation] == [list(range(i, min(i + 16, 50)))
+                                                         for i in range(0, 50, 16)]

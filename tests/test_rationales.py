@@ -8,6 +8,7 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -132,6 +133,48 @@ def test_a_truncated_cache_line_is_skipped_and_the_request_sent_again(chat_serve
     cache.write_text(lines[0] + "\n" + lines[1][:20])  # killed in the middle of a write
     answers, stats = Teacher("teacher", chat_server.url, cache=cache).ask_all(asks)
     assert (stats.cached, stats.sent) == (1, 1) and answers[1] == "The words show joy 1."
+
+
+class CountingClient:
+    """A stand-in for the openai client: answers "answer to <message>", counts requests."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
+
+    def create(self, model: str, messages: list[dict[str, str]], **_) -> SimpleNamespace:
+        self.asked.append(messages[-1]["content"])
+        message = SimpleNamespace(content=f"answer to {messages[-1]['content']}")
+        return SimpleNamespace(choices=[SimpleNamespace(message=message)])
+
+
+def test_an_answer_after_a_kill_mid_line_is_kept_and_nothing_is_paid_twice(tmp_path, caplog):
+    def teacher(cache, client):  # one request at a time: the cache's lines in order
+        return Teacher("teacher", cache=cache, client=client, concurrency=1)
+
+    cache, client = tmp_path / "cache.jsonl", CountingClient()
+    asks = [[{"role": "user", "content": f"q{i} é"}] for i in range(4)]  # é: 2 UTF-8 bytes
+    teacher(cache, client).ask_all(asks[:2])
+    whole = cache.read_bytes()
+    assert whole.endswith('é"}\n'.encode())
+    cache.write_bytes(whole[:-4])  # killed mid-write of the second line, mid-character
+    with caplog.at_level("WARNING", logger="emotion_lab.data.teacher"):
+        answers, stats = teacher(cache, client).ask_all(asks[:3])
+    assert "partial last line" in caplog.text
+    assert (stats.cached, stats.sent) == (1, 2) and answers[2] == "answer to q2 é"
+    # a whole line that is no answer (a hand edit): skipped and counted, never silently
+    with cache.open("ab") as f:
+        f.write(b"not json\n")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="emotion_lab.data.teacher"):
+        answers, stats = teacher(cache, client).ask_all(asks)
+    assert "skipped 1 line(s)" in caplog.text
+    # everything answered so far comes from the cache; only the new request is sent
+    assert (stats.cached, stats.sent) == (3, 1)
+    assert answers == [f"answer to q{i} é" for i in range(4)]
+    assert client.asked == ["q0 é", "q1 é", "q1 é", "q2 é", "q3 é"]  # q1: lost to the kill
+    _, stats = teacher(cache, client).ask_all(asks)
+    assert (stats.cached, stats.sent) == (4, 0)
 
 
 def test_failures_after_retries_are_counted_not_raised(tmp_path):

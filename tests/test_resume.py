@@ -57,12 +57,18 @@ def files(run_dir: Path) -> set[str]:
             if p.is_file() and not str(p.relative_to(run_dir)).startswith(skip)}
 
 
+# the frozen head trains on cached features (adapter.cache_features), served by their own
+# loader: it must resume mid-epoch in the same order as the token loader does
+ADAPTERS = {"full": [], "frozen_head": ["adapter=frozen_head", "model.head.pooling=mean"]}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("adapter", list(ADAPTERS))
 def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_stopped(goemotions_dir,
-                                                                     tmp_path):
+                                                                     tmp_path, adapter):
     home = tmp_path / "wandb_home"
     whole, crashed = tmp_path / "whole", tmp_path / "crashed"
-    done = run(train_args(goemotions_dir, whole), tmp_path, home)
+    done = run(train_args(goemotions_dir, whole, *ADAPTERS[adapter]), tmp_path, home)
     assert done.returncode == 0, done.stderr[-3000:]
 
     # Killed twice: after step 14 (epoch 2, batch 4), resuming from last.ckpt of step 12,
@@ -70,7 +76,8 @@ def test_a_run_killed_mid_epoch_resumes_and_ends_as_if_never_stopped(goemotions_
     # before its validation.
     crash = ["+callbacks.crash._target_=crash.KillAt", "+callbacks.crash.steps=[14,21]",
              f"+callbacks.crash.markers={tmp_path / 'kills'}"]
-    killed = run(train_args(goemotions_dir, crashed, *crash), tmp_path, home)
+    killed = run(train_args(goemotions_dir, crashed, *ADAPTERS[adapter], *crash), tmp_path,
+                 home)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not (crashed / "metrics.json").exists()
     checkpoint = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=False)

@@ -39,20 +39,56 @@ class TeacherStats:
 
 
 class AnswerCache:
-    """Append-only JSONL of {"key", "answer"}; a truncated last line (a kill mid-write) is
-    skipped on reading."""
+    """Append-only JSONL of {"key", "answer"}.
+
+    A kill in the middle of a write leaves a partial last line: opening the cache cuts it
+    off (a warning says so), so the next answer starts a line of its own instead of joining
+    it and being lost at the next load. Any other line that does not read as an answer is
+    skipped, and counted in a warning."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.answers: dict[str, str] = {}
         self.lock = threading.Lock()
         if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.answers[row["key"]] = row["answer"]
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1  # past the last whole line
+        lines, tail = data[:end].split(b"\n"), data[end:]
+        if tail and self._read(tail) is None:
+            with self.path.open("r+b") as f:
+                f.truncate(end)
+            log.warning("teacher cache %s: cut off a partial last line (%d bytes, a write "
+                        "that was stopped); its request will be sent again", self.path,
+                        len(tail))
+        elif tail:  # a whole answer without its newline: keep it, end its line
+            lines.append(tail)
+            with self.path.open("ab") as f:
+                f.write(b"\n")
+        skipped = 0
+        for line in lines:
+            row = self._read(line)
+            if row is None:
+                skipped += line.strip() != b""
+                continue
+            self.answers[row[0]] = row[1]
+        if skipped:
+            log.warning("teacher cache %s: skipped %d line(s) that are not answers; their "
+                        "requests will be sent again", self.path, skipped)
+
+    @staticmethod
+    def _read(line: bytes) -> tuple[str, str] | None:
+        """(key, answer) of one line, or None where it is not one."""
+        try:
+            row = json.loads(line.decode("utf-8"))
+            key, answer = row["key"], row["answer"]
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+            return None
+        if not isinstance(key, str) or not isinstance(answer, str):
+            return None
+        return key, answer
 
     def get(self, key: str) -> str | None:
         return self.answers.get(key)
