@@ -166,7 +166,6 @@ RULES: dict[str, Rule] = {
     "trainer.max_steps": Int(1, also=(-1,)),
     "trainer.precision": Choice(*PRECISIONS),
     "trainer.gradient_clip_val": Float(0, nullable=True),
-    "trainer.accumulate_grad_batches": Int(1),
     "trainer.log_every_n_steps": Int(1),
     "callbacks.early_stopping.patience": Int(0),
     "callbacks.*.mode": Choice("min", "max"),
@@ -222,9 +221,13 @@ def problems(cfg: DictConfig) -> list[str]:
             if "hydra:" not in str(raw_value(raw, key)):  # a run's path: Hydra resolves it
                 found.append(f"{key}: {str(e).splitlines()[0]}")
             continue
-        if not rule.accepts(value):
-            shown = "null" if value is None else value
-            found.append(f"{key}={shown}: expected {rule.allowed()}")
+        if rule.accepts(value):
+            continue
+        if rule.kind == "dir" and isinstance(value, str):
+            found.append(f"{key}={value}: no such directory")
+        else:
+            found.append(f"{key}={'null' if value is None else value}: expected "
+                         f"{rule.allowed()}")
     found += _between_keys(cfg)
     return found
 

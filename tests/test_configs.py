@@ -9,6 +9,8 @@ from conftest import CONF_DIR, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from emotion_lab import settings
+
 PATHS = ("paths.output_dir=/tmp/emotion_lab_unused", "paths.sweep_group=null")
 
 
@@ -27,6 +29,7 @@ def test_config_groups_are_found():
 
 @pytest.mark.parametrize("experiment", names("experiment"))
 def test_experiment_composes_and_resolves(experiment):
+    settings.check(compose_config(*PATHS, f"experiment={experiment}"))  # no false refusal
     config = resolved(f"experiment={experiment}")
     assert isinstance(config["model"]["optimizer"]["lr"], float)
     assert config["data"]["max_length"] == config["backbone"]["max_length"]
@@ -62,6 +65,7 @@ COMBINATIONS = list(itertools.product(names("backbone"), names("adapter"), names
 def test_every_combination_composes(backbone, adapter, threshold):
     cfg = compose_config(*PATHS, f"backbone={backbone}", f"adapter={adapter}",
                          f"threshold={threshold}")
+    settings.check(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     lr = config["model"]["optimizer"]["lr"]
     assert isinstance(lr, float) and 0 < lr < 1
