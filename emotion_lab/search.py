@@ -10,7 +10,10 @@ Every trial composes the training config from the command's overrides, the searc
 `fixed` overrides and the trial's values, runs `train()` into <search.dir>/trial_<n>/, and
 reports val macro-F1 after every epoch so the median pruner can stop a bad trial early.
 Trials are recorded in the storage as they finish, so a stopped search resumes where it
-was. At the end the best trial is printed and written as an experiment config:
+was, and several processes may run one study at once: each trial draws its values afresh
+(`trial_seeded_tpe`). A trial that raises is stored FAIL with its message (user attr
+`fail_reason`); `search.on_error` says whether the search goes on. At the end the best
+trial is printed and written as an experiment config:
 <search.dir>/experiment/<study>_best.yaml, run with
 `python -m emotion_lab.train 'hydra.searchpath=[file://<search.dir>]' experiment=<study>_best`.
 
@@ -37,7 +40,10 @@ from emotion_lab.train import train
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
+ON_ERROR = ("stop", "continue")
+# errors that fail every trial alike (a setting, an override naming no config key): the
+# search stops at the first, whatever search.on_error says
+CONFIG_ERRORS = (EmotionLabError, HydraException, OmegaConfBaseException)
 
 
 class ReportToTrial(L.Callback):
@@ -67,6 +73,63 @@ def suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:
     if kind == "categorical":
         return trial.suggest_categorical(name, list(spec["choices"]))
     raise SearchError(f"search.params.{name}: type={kind!r}; use float, int or categorical")
+
+
+def check(spec: dict[str, Any]) -> None:
+    """Refuse a search config that cannot run, before any trial is stored."""
+    def refuse(key: str, value: Any, hint: str) -> None:
+        raise SearchError(f"search.{key}={value!r}: {hint}")
+
+    n = spec.get("n_trials")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        refuse("n_trials", n, "the number of trials to add; an integer >= 1")
+    if spec.get("direction") not in ("maximize", "minimize"):
+        refuse("direction", spec.get("direction"), "use maximize or minimize")
+    if spec.get("on_error") not in ON_ERROR:
+        refuse("on_error", spec.get("on_error"), f"use {' or '.join(ON_ERROR)}")
+    seed = spec.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        refuse("seed", seed, "an integer >= 0, or null for an unreproducible search")
+    for name, p in (spec.get("params") or {}).items():
+        if not isinstance(p, dict):
+            refuse(f"params.{name}", p, "a distribution: {type: float|int|categorical, ...}")
+        kind, low, high = p.get("type"), p.get("low"), p.get("high")
+        if kind == "categorical" and not p.get("choices"):
+            refuse(f"params.{name}.choices", p.get("choices"), "give at least one choice")
+        elif kind in ("float", "int"):
+            if not all(isinstance(v, int | float) and not isinstance(v, bool)
+                       for v in (low, high)) or low >= high:
+                refuse(f"params.{name}", {"low": low, "high": high},
+                       "needs numbers low < high")
+            if p.get("log") and low <= 0:
+                refuse(f"params.{name}.low", low, "a log scale needs low > 0")
+        elif kind != "categorical":
+            refuse(f"params.{name}.type", kind, "use float, int or categorical")
+
+
+def trial_seeded_tpe(seed: int | None) -> Any:
+    """A TPE sampler whose randomness comes from (search seed, trial number).
+
+    Seeded once per process, every start of the search would draw the same sequence: a
+    resumed study replays its first trials' parameters, and two workers on one study
+    propose the same trials (the startup trials are random samples, so all of them
+    repeat). Trial numbers are handed out by the storage, once each across processes and
+    restarts, so reseeding from them before each trial never repeats a draw and keeps the
+    search reproducible. Optuna 5 keeps TPE's own RNG in `_rng` and its startup sampler's
+    in `_random_sampler._rng` (no public way to seed a trial); a rename fails loudly here.
+    """
+    import numpy as np
+    import optuna
+
+    class TrialSeededTPE(optuna.samplers.TPESampler):
+        def before_trial(self, study: Any, trial: Any) -> None:
+            if seed is not None:
+                state = int(np.random.SeedSequence([seed, trial.number]).generate_state(1)[0])
+                self._rng.rng.seed(state)
+                self._random_sampler._rng.rng.seed(state)
+            super().before_trial(study, trial)
+
+    return TrialSeededTPE(seed=seed)
 
 
 def override(key: str, value: Any) -> str:
@@ -107,6 +170,20 @@ def best_experiment(study: Any, search: dict[str, Any], base: list[str], path: P
     return path
 
 
+def run_trial(trial: Any, spec: dict[str, Any], base: list[str], directory: Path) -> float:
+    """One trial: suggest its values, train into <dir>/trial_<n>/; the metric's value."""
+    values = {name: suggest(trial, name, p) for name, p in spec["params"].items()}
+    run_dir = directory / f"trial_{trial.number}"
+    overrides = [*base, *spec["fixed"], *(override(k, v) for k, v in values.items()),
+                 f"paths.output_dir={run_dir}", f"paths.sweep_group={directory}"]
+    log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
+    metrics, _ = train(compose_train(overrides), callbacks=[ReportToTrial(trial, spec["metric"])])
+    if spec["metric"] not in metrics:
+        raise SearchError(f"search.metric={spec['metric']}: the run logged no such metric; "
+                          f"one of {', '.join(sorted(metrics))}")
+    return float(metrics[spec["metric"]])
+
+
 def search(overrides: list[str]) -> dict[str, Any]:
     """Run (or resume) the study; returns {best_value, best_params, trials, experiment}."""
     import optuna
@@ -117,6 +194,8 @@ def search(overrides: list[str]) -> dict[str, Any]:
         raise SearchError(f"no search configured: add hparams_search=<name> (one of "
                           f"{', '.join(known)})")
     spec = OmegaConf.to_container(cfg.search, resolve=True)
+    spec.setdefault("on_error", "continue")
+    check(spec)
     if spec["metric"].startswith("test/"):
         raise SearchError(f"search.metric={spec['metric']}: a search must never choose on the "
                           f"test split; use a val/ metric (val/macro_f1).")
@@ -130,32 +209,36 @@ def search(overrides: list[str]) -> dict[str, Any]:
         else optuna.pruners.NopPruner()
     study = optuna.create_study(study_name=spec["study_name"], storage=spec["storage"],
                                 direction=spec["direction"], load_if_exists=True, pruner=pruner,
-                                sampler=optuna.samplers.TPESampler(seed=spec["seed"]))
+                                sampler=trial_seeded_tpe(spec["seed"]))
     log.info("study %s (%s): %d trial(s) stored; adding %d", spec["study_name"],
              spec["storage"], len(study.trials), spec["n_trials"])
     for _ in range(spec["n_trials"]):
         trial = study.ask()
-        values = {name: suggest(trial, name, p) for name, p in spec["params"].items()}
-        run_dir = directory / f"trial_{trial.number}"
-        trial_overrides = [*base, *spec["fixed"], *(override(k, v) for k, v in values.items()),
-                           f"paths.output_dir={run_dir}", f"paths.sweep_group={directory}"]
-        log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
         try:
-            metrics, _ = train(compose_train(trial_overrides),
-                               callbacks=[ReportToTrial(trial, spec["metric"])])
+            value = run_trial(trial, spec, base, directory)
         except optuna.TrialPruned as e:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             log.info("trial %d pruned: %s", trial.number, e)
             continue
-        except EmotionLabError:
+        except (Exception, KeyboardInterrupt) as e:
+            # stored FAIL with its reason, never left RUNNING; stop or go on as configured
+            reason = f"{type(e).__name__}: {e}".removesuffix(": ")
+            trial.set_user_attr("fail_reason", reason)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        study.tell(trial, metrics[spec["metric"]])
-        log.info("trial %d: %s %.4f", trial.number, spec["metric"], metrics[spec["metric"]])
+            if isinstance(e, (KeyboardInterrupt, *CONFIG_ERRORS)) or spec["on_error"] == "stop":
+                raise
+            log.warning("trial %d failed, going on (search.on_error=continue): %s",
+                        trial.number, " ".join(reason.split()))
+            continue
+        study.tell(trial, value)
+        log.info("trial %d: %s %.4f", trial.number, spec["metric"], value)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
-        raise SearchError("no trial completed (all pruned or failed); widen search.params or "
-                          "set search.pruner=null")
+        failed = [t.user_attrs["fail_reason"] for t in study.trials
+                  if t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs]
+        last = f"; the last failure: {failed[-1]}" if failed else ""
+        raise SearchError(f"no trial completed (all pruned or failed{last}); widen "
+                          f"search.params or set search.pruner=null")
     path = best_experiment(study, spec, base, directory / "experiment" /
                            f"{spec['study_name']}_best.yaml")
     result = {"best_value": study.best_value, "best_params": study.best_params,
