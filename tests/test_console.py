@@ -4,6 +4,7 @@ and every other warning still shown."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 
@@ -60,6 +61,34 @@ def test_known_warnings_are_silenced_and_others_are_not():
         "You are using a custom batch sampler `TheirSampler` for prediction.",
         "something a user must act on"]
     assert len(HARMLESS_WARNINGS) == 3
+
+
+def srun_hints(monkeypatch, tmp_path, job_id: str | None) -> list[str]:
+    """The warnings Lightning's SLURM check gives with an `srun` on PATH (as on a login node)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    srun = tmp_path / "bin" / "srun"
+    srun.parent.mkdir(exist_ok=True)
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}:{os.environ['PATH']}")
+    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(key)
+    if job_id:
+        monkeypatch.setenv("SLURM_JOB_ID", job_id)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_known_warnings()
+        SLURMEnvironment.detect()
+    return [str(w.message) for w in caught if "srun" in str(w.message)]
+
+
+def test_a_run_outside_slurm_is_quiet_where_slurm_is_installed(monkeypatch, tmp_path):
+    assert srun_hints(monkeypatch, tmp_path, job_id=None) == []
+
+
+def test_inside_a_slurm_job_the_srun_hint_stays(monkeypatch, tmp_path):
+    assert len(srun_hints(monkeypatch, tmp_path, job_id="42")) == 1
 
 
 def report(rows: str) -> logging.LogRecord:

@@ -22,6 +22,7 @@ PEFT's `is_gradient_checkpointing` FutureWarning is silenced where PEFT is calle
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 HARMLESS_WARNINGS = (
@@ -31,10 +32,19 @@ HARMLESS_WARNINGS = (
 )
 
 
+# Lightning's hint on any machine with SLURM installed (every cluster login node) that
+# `srun` exists but this process was not started by it.
+SRUN_UNUSED = r"The `srun` command is available on your system but is not used"
+
+
 def silence_known_warnings() -> None:
-    """Ignore the warnings in HARMLESS_WARNINGS (idempotent)."""
+    """Ignore the warnings in HARMLESS_WARNINGS (idempotent), and the srun hint outside a
+    SLURM job: a run on a login node or a workstation is not meant for srun. Inside a job
+    (sbatch, salloc) the hint stays, since there a missing srun leaves ranks waiting."""
     for message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    if "SLURM_JOB_ID" not in os.environ:
+        warnings.filterwarnings("ignore", message=SRUN_UNUSED)
 
 
 class ConsoleFormatter(logging.Formatter):
