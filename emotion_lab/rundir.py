@@ -30,12 +30,18 @@ read_json, and the report finds and reads finished runs with find_runs and load_
 
 RUN_FORMAT versions the layout: model/emotion_lab.json records it as `format` and
 metrics.json as `run_format`. A model folder of another format is refused with what to do.
+What cannot be read is refused the same way, as a RunDirError naming the file, what is wrong
+and what writes it: a missing file, invalid JSON, a record without the keys its readers need
+(read_json, require), per-label values whose labels are not the model's (label_values), a path
+that is no run directory at all (check_run_dir).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +57,118 @@ RUN_FORMAT = 2  # 2: the model spec names its kind; 1: before (no kind for class
 # metrics.json, thresholds and arrays are the same in formats 1 and 2: reports and
 # re-evaluations read both (format 1 wrote no run_format)
 READABLE_RECORDS = (1, 2)
-
+TRAIN = "python -m emotion_lab.train"  # what writes a run directory
+EXPORT = "python -m emotion_lab.export format=onnx"  # what writes emotion_lab_onnx.json
 
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def read_json(path: Path) -> Any:
+def missing(path: Path, writer: str = TRAIN) -> RunDirError:
+    return RunDirError(f"{path}: missing; {writer} writes it: give a directory it wrote, or "
+                       f"run it again.")
+
+
+def read_json(path: Path, keys: Iterable[str] | None = None, writer: str = TRAIN) -> Any:
+    """A run's JSON record. A RunDirError naming the file where it is missing or not JSON and,
+    with `keys`, where it is no object holding every one of them (require)."""
     if not path.is_file():
-        raise RunDirError(f"{path}: missing. Is {path.parent} a complete emotion_lab run "
-                          f"directory (written by python -m emotion_lab.train)?")
-    return json.loads(path.read_text(encoding="utf-8"))
+        raise missing(path, writer)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{path}: not valid JSON ({e}); the file is damaged: copy it again "
+                          f"from the run, or write it again with {writer}.") from None
+    return data if keys is None else require(data, keys, path, writer)
+
+
+def require(record: Any, keys: Iterable[str], path: Path, writer: str = TRAIN) -> dict:
+    """`record`, or a RunDirError where it is no JSON object or lacks one of `keys`."""
+    if not isinstance(record, dict):
+        raise RunDirError(f"{path}: holds a {type(record).__name__}, not a JSON object; it is "
+                          f"not the file {writer} writes: write it again with that.")
+    absent = [key for key in keys if key not in record]
+    if absent:
+        raise RunDirError(f"{path}: no {', '.join(absent)}; it was not written by {writer} "
+                          f"(or was edited): write it again with that.")
+    return record
+
+
+def label_values(values: Any, labels: list[str], path: Path, what: str,
+                 writer: str = TRAIN) -> list[Any]:
+    """`values` in label order, from {label: value} (or a list in label order); a RunDirError
+    where their labels are not exactly the model's."""
+    if isinstance(values, list):
+        if len(values) == len(labels):
+            return values
+        problem = f"hold {len(values)} value(s) for the model's {len(labels)} labels"
+    else:
+        absent = [name for name in require(values, (), path, writer) if name not in labels]
+        lost = [name for name in labels if name not in values]
+        if not absent and not lost:
+            return [values[name] for name in labels]
+        problem = f"do not match the model's {len(labels)} labels (" + "; ".join(
+            part for part in (lost and f"missing: {', '.join(lost[:5])}",
+                              absent and f"not the model's: {', '.join(absent[:5])}") if part)
+        problem += ")"
+    raise RunDirError(f"{path}: {what} {problem}; use the file of the run that trained the "
+                      f"model, or write it again with {writer}.")
+
+
+def number(value: Any) -> bool:
+    """A JSON number (not true/false), finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def read_thresholds(path: Path, labels: list[str], single_label: bool,
+                    record: Any = None, writer: str = TRAIN) -> dict[str, float | None]:
+    """thresholds.json (or `record`, the thresholds another file holds), checked against the
+    model's labels: a number in [0, 1] for each (single-label runs take the arg-max: their
+    thresholds are null and go unread)."""
+    record = require(read_json(path) if record is None else record, (), path, writer)
+    values = label_values(record, labels, path, "thresholds", writer)
+    if not single_label:
+        for name, value in zip(labels, values, strict=True):
+            if not (number(value) and 0 <= value <= 1):
+                raise RunDirError(
+                    f"{path}: threshold {name}={value!r}; a multi-label run needs a number in "
+                    f"[0, 1] for every label: write them again with {writer}.")
+    return dict(zip(labels, values, strict=True))
+
+
+def check_temperatures(values: Any, labels: list[str], path: Path,
+                       writer: str = TRAIN) -> list[float] | None:
+    """A record's temperatures (null: not calibrated): a positive number per label."""
+    if values is None:
+        return None
+    values = label_values(values, labels, path, "temperatures", writer)
+    for name, value in zip(labels, values, strict=True):
+        if not (number(value) and value > 0):
+            raise RunDirError(f"{path}: temperature {name}={value!r}; temperatures are positive "
+                              f"numbers: write them again with {writer}.")
+    return values
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """`run_dir`, or a RunDirError where it is no run directory at all (what it is instead)."""
+    run_dir = Path(run_dir)
+    give = f"give a run directory written by {TRAIN} (outputs/train/runs/<time>)"
+    if (run_dir / "emotion_lab.json").is_file():
+        raise RunDirError(f"{run_dir}: a run's model folder; give the run directory above it "
+                          f"({run_dir.parent}).")
+    if (run_dir / "emotion_lab_onnx.json").is_file():
+        raise RunDirError(f"{run_dir}: an ONNX export, not a run directory; load it with "
+                          f"load_onnx (emotion_lab.inference), or {give}.")
+    if not run_dir.exists():
+        raise RunDirError(f"{run_dir}: no such directory; {give}.")
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: a file, not a run directory; {give}.")
+    if not (run_dir / "thresholds.json").is_file() and not (run_dir / "model").is_dir():
+        raise RunDirError(f"{run_dir / 'thresholds.json'}: missing, as is model/: {run_dir} is "
+                          f"not an emotion_lab run directory; {give}.")
+    return run_dir
 
 
 def write_evaluation(run_dir: Path, metrics: dict[str, Any], evaluation: Any,
@@ -101,14 +207,15 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     """A run's metrics.json; a RunDirError for a run format whose records this version
     cannot read."""
-    metrics = read_json(Path(run_dir) / "metrics.json")
+    path = Path(run_dir) / "metrics.json"
+    metrics = read_json(path, keys=())
     found = metrics.get("run_format", 1)
     if found not in READABLE_RECORDS:
         raise RunDirError(
             f"{run_dir}: written in run format {found}; this emotion_lab reads the records "
             f"of formats {', '.join(map(str, READABLE_RECORDS))}. Use the emotion_lab version "
             f"that wrote the run, or train it again with this one.")
-    return metrics
+    return require(metrics, ("test/macro_f1",), path)
 
 
 def write_spec(model_dir: Path, spec: dict[str, Any]) -> None:
@@ -116,9 +223,11 @@ def write_spec(model_dir: Path, spec: dict[str, Any]) -> None:
     write_json(model_dir / "emotion_lab.json", {"format": RUN_FORMAT, **spec})
 
 
-def read_spec(model_dir: str | Path) -> dict[str, Any]:
-    """The model spec of a run's model/ folder; a RunDirError for another run format."""
-    spec = read_json(Path(model_dir) / "emotion_lab.json")
+def read_spec(model_dir: str | Path, keys: Iterable[str] = ()) -> dict[str, Any]:
+    """The model spec of a run's model/ folder; a RunDirError for another run format, or
+    where it lacks one of `keys`."""
+    path = Path(model_dir) / "emotion_lab.json"
+    spec = read_json(path, keys=())
     found = spec.get("format")
     if found != RUN_FORMAT:
         raise RunDirError(
@@ -126,7 +235,7 @@ def read_spec(model_dir: str | Path) -> dict[str, Any]:
             f"{RUN_FORMAT}. Train the run again with this version (its config.yaml holds "
             f"the settings: python -m emotion_lab.train with the same overrides), or load it "
             f"with the emotion_lab version that wrote it.")
-    return spec
+    return require(spec, keys, path)
 
 
 def load_arrays(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +244,7 @@ def load_arrays(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
     for kind in ("probs", "labels"):
         path = run_dir / f"{split}_{kind}.npy"
         if not path.is_file():
-            raise RunDirError(f"{path}: missing from the run directory.")
+            raise missing(path)
         out.append(np.load(path))
     return out[0], out[1]
 
@@ -156,12 +265,13 @@ def find_runs(paths: list[Path]) -> list[Path]:
 def load_run(path: Path) -> Run:
     """A finished run's metrics, labels, per-label rows and training label counts."""
     metrics = read_metrics(path)
-    labels = list(read_json(path / "label_map.json").values())
+    labels = list(read_json(path / "label_map.json", keys=()).values())
     per_label_csv = path / "per_label.csv"
     if not per_label_csv.is_file():
-        raise RunDirError(f"{per_label_csv}: missing from the run directory.")
+        raise missing(per_label_csv)
     per_label = pd.read_csv(per_label_csv)
-    report = read_json(path / "data_report.json") if (path / "data_report.json").is_file() else {}
+    report = read_json(path / "data_report.json", keys=()) \
+        if (path / "data_report.json").is_file() else {}
     # older runs lack training counts; test support orders the labels just as well
     counts, count_name = report.get("train_label_counts"), "training examples"
     if counts is None:

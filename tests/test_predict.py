@@ -76,6 +76,44 @@ def test_bad_items_are_named(clf, caplog):
                                                          all_scores=True)[0]["scores"])
 
 
+@pytest.mark.parametrize(("call", "says"), [
+    (lambda c: c.predict(5), "texts=5: give a string or a list of strings, not int"),
+    (lambda c: c.predict(None), "texts=None: give a string or a list of strings, not NoneType"),
+    (lambda c: c.predict({"a": "b"}), "texts={'a': 'b'}: give a string or a list of strings"),
+    (lambda c: c.predict([1, 2]), "texts: item(s) [0, 1] are not strings (first is int)"),
+    (lambda c: c.scores(5), "texts=5: give a string"),
+    (lambda c: c.score(None), "texts=None: give a string"),
+    (lambda c: c.probabilities([1, 2]), "texts: item(s) [0, 1] are not strings"),
+    (lambda c: c.probabilities({"a": "b"}), "texts={'a': 'b'}: give a string"),
+    (lambda c: c.predict("ok", top_k=0), "top_k=0: must be a whole number of at least 1"),
+    (lambda c: c.predict("ok", top_k=1.5), "top_k=1.5: must be a whole number"),
+    (lambda c: c.predict("ok", top_k="3"), "top_k='3': must be a whole number"),
+    (lambda c: c.predict("ok", threshold=-0.1), "threshold=-0.1: must be a number strictly "
+                                                "between 0 and 1"),
+    (lambda c: c.predict("ok", threshold=1.5), "threshold=1.5: must be a number"),
+    (lambda c: c.predict("ok", threshold="0.5"), "threshold='0.5': must be a number"),
+    (lambda c: c.probabilities(["ok"], batch_size=0), "batch_size=0: must be a whole number "
+                                                      "of at least 1"),
+    (lambda c: c.score(["ok"], batch_size=-3), "batch_size=-3: must be a whole number"),
+])
+def test_the_python_api_names_a_bad_argument(clf, call, says):
+    with pytest.raises(PredictError) as raised:
+        call(clf)
+    assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_bad_batch_size_is_refused_when_loading(run_dir):
+    with pytest.raises(PredictError, match=r"batch_size=0: must be a whole number of at least 1"):
+        EmotionClassifier.from_run(run_dir, batch_size=0)
+
+
+def test_texts_may_come_as_a_tuple_an_array_or_a_series(clf):
+    expected = clf.predict(["so happy", "rage"])
+    assert clf.predict(("so happy", "rage")) == expected
+    assert clf.predict(np.array(["so happy", "rage"])) == expected
+    assert clf.predict(pd.Series(["so happy", "rage"], index=[7, 9])) == expected
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_predict_file_carries_columns_through(run_dir, clf, tmp_path, suffix):
     frame = pd.DataFrame({"id": ["a", "b", "c"], "body": ["so happy", "furious, rage",

@@ -6,12 +6,16 @@ when it was trained, so anything that loads the run reproduces them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 
 from emotion_lab.data.types import Problem
 from emotion_lab.errors import PredictError
 from emotion_lab.evaluation.calibration import apply_temperature
+
+UNSET = {"top_k": "every label above its threshold", "batch_size": "the predictor's own",
+         "threshold": "the run's thresholds"}
 
 
 @dataclass
@@ -41,9 +45,16 @@ class Decision:
         return self.problem.choose(probs, self.thresholds if threshold is None else threshold)
 
 
-def check_options(top_k: int | None, threshold: float | None) -> None:
-    """A PredictError for a threshold or top_k out of range."""
-    if threshold is not None and not 0 < threshold < 1:
-        raise PredictError(f"threshold={threshold}: must lie strictly between 0 and 1")
-    if top_k is not None and top_k < 1:
-        raise PredictError(f"top_k={top_k}: must be at least 1")
+def check_options(top_k: int | None = None, threshold: float | None = None,
+                  batch_size: int | None = None) -> None:
+    """A PredictError naming a top_k, threshold or batch_size the predictor cannot use (None:
+    not given)."""
+    for name, value in (("top_k", top_k), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
+                                  or value < 1):
+            raise PredictError(f"{name}={value!r}: must be a whole number of at least 1 "
+                               f"(or None: {UNSET[name]})")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, Real)
+                                  or not 0 < threshold < 1):
+        raise PredictError(f"threshold={threshold!r}: must be a number strictly between 0 and 1 "
+                           f"(or None: {UNSET['threshold']})")

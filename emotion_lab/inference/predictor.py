@@ -16,6 +16,7 @@ takes bf16 autocast where the hardware runs it natively (faster; scores move by 
 from __future__ import annotations
 
 import logging
+import reprlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,27 @@ from emotion_lab.errors import PredictError, RunDirError
 from emotion_lab.inference.backends import OnnxModel, autocast_dtype, device_of
 from emotion_lab.inference.decision import Decision, check_options
 from emotion_lab.models.kinds import kind_of
-from emotion_lab.models.saving import load_model
-from emotion_lab.rundir import read_json
+from emotion_lab.models.saving import load_model, read_model_spec
+from emotion_lab.rundir import EXPORT, check_run_dir, check_temperatures, read_json, read_thresholds
 
 log = logging.getLogger(__name__)
+
+
+def as_texts(texts: Any) -> list[str]:
+    """`texts` as a list of strings (one string: a list of one; a numpy array or pandas Series
+    of strings: its values), or a PredictError naming what is wrong."""
+    if isinstance(texts, str):
+        return [texts]
+    if hasattr(texts, "tolist"):
+        texts = texts.tolist()
+    if not isinstance(texts, (list, tuple)):
+        raise PredictError(f"texts={reprlib.repr(texts)}: give a string or a list of strings, "
+                           f"not {type(texts).__name__}.")
+    not_str = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if not_str:
+        raise PredictError(f"texts: item(s) {not_str[:10]} are not strings (first is "
+                           f"{type(texts[not_str[0]]).__name__}); send texts as strings.")
+    return list(texts)
 
 
 class EmotionClassifier:
@@ -39,6 +57,7 @@ class EmotionClassifier:
     def __init__(self, model: Any, tokenizer, spec: dict[str, Any],
                  thresholds: dict[str, float | None], batch_size: int = 64,
                  device: str | None = None, precision: str = "fp32") -> None:
+        check_options(batch_size=batch_size)
         self.device = device_of(device)
         self.autocast = autocast_dtype(precision, self.device)
         self.model = model.to(self.device).eval()
@@ -59,17 +78,16 @@ class EmotionClassifier:
         """Load a run directory written by `python -m emotion_lab.train`. `merge`: fold LoRA
         into the backbone (same scores; benchmarks/predict_speed.py measured 1.06x the
         throughput, within noise, and lower single-text latency on a 2-core CPU)."""
-        run_dir = Path(run_dir)
-        thresholds = read_json(run_dir / "thresholds.json")
+        run_dir = check_run_dir(run_dir)
+        spec = read_model_spec(run_dir / "model")  # checked before anything loads
+        thresholds = read_thresholds(run_dir / "thresholds.json", spec["labels"],
+                                     spec["problem_type"] == "single_label")
         model, tokenizer, spec = load_model(run_dir / "model", merge=merge)
         return cls(model, tokenizer, spec, thresholds, **kwargs)
 
-    def check_texts(self, texts: Sequence[Any]) -> list[str]:
+    def check_texts(self, texts: str | Sequence[str]) -> list[str]:
         """The texts, cut to `max_chars`, or a PredictError naming every bad item."""
-        not_str = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if not_str:
-            raise PredictError(f"item(s) {not_str[:10]} are not strings (first is "
-                               f"{type(texts[not_str[0]]).__name__}); send texts as strings.")
+        texts = as_texts(texts)
         empty = [i for i, t in enumerate(texts) if not t.strip()]
         if empty:
             raise PredictError(f"item(s) {empty[:10]} are empty or whitespace only; there is "
@@ -88,13 +106,15 @@ class EmotionClassifier:
 
     def probabilities(self, texts: list[str], batch_size: int | None = None,
                       progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """`scores` without the checks: empty texts allowed (occlusion makes them)."""
+        """`scores` without the emptiness check: empty texts allowed (occlusion makes them)."""
         return self.score(texts, progress, batch_size, answers=False)[0]
 
     def score(self, texts: list[str], progress: Callable[[int], None] | None = None,
               batch_size: int | None = None,
               answers: bool = True) -> tuple[np.ndarray, dict[str, list]]:
         """Calibrated probabilities and the kind's per-text extras."""
+        texts = as_texts(texts)
+        check_options(batch_size=batch_size)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32), {}
         probs, extras = self.scorer(texts, batch_size or self.batch_size, progress, answers)
@@ -113,7 +133,6 @@ class EmotionClassifier:
         whatever the thresholds; with `all_scores`, also {"scores": {label: p}}. A generative
         run adds "answer" (what it wrote), "written" (the labels it names) and "rationale"."""
         check_options(top_k, threshold)
-        texts = [texts] if isinstance(texts, str) else texts
         probs, extras = self.score(self.check_texts(texts), progress)
         chosen = self.decide(probs, threshold)
         results = []
@@ -134,7 +153,12 @@ def load_onnx(export_dir: str | Path, file: str = "model.onnx", **kwargs: Any) -
     from transformers import AutoTokenizer
 
     export_dir = Path(export_dir)
-    meta = read_json(export_dir / "emotion_lab_onnx.json")
+    path = export_dir / "emotion_lab_onnx.json"
+    meta = read_json(path, ("labels", "thresholds", "problem_type", "max_length",
+                            "temperatures"), EXPORT)
+    thresholds = read_thresholds(path, meta["labels"], meta["problem_type"] == "single_label",
+                                 meta["thresholds"], EXPORT)
+    check_temperatures(meta["temperatures"], meta["labels"], path, EXPORT)
     if not (export_dir / file).is_file():
         raise RunDirError(f"{export_dir / file}: missing (quantize=true writes model.int8.onnx)")
     spec = {"kind": "classifier", "labels": meta["labels"],
@@ -142,4 +166,4 @@ def load_onnx(export_dir: str | Path, file: str = "model.onnx", **kwargs: Any) -
             "backbone": {"max_length": meta["max_length"]}}
     return EmotionClassifier(OnnxModel(export_dir / file),
                              AutoTokenizer.from_pretrained(export_dir), spec,
-                             meta["thresholds"], device="cpu", precision="fp32", **kwargs)
+                             thresholds, device="cpu", precision="fp32", **kwargs)

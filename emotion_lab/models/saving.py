@@ -17,9 +17,13 @@ from typing import Any
 
 from torch import nn
 
+from emotion_lab.errors import RunDirError
 from emotion_lab.models.backbones import load_tokenizer, no_transformers_bars
-from emotion_lab.models.kinds import kind_of
-from emotion_lab.rundir import read_spec, write_spec
+from emotion_lab.models.kinds import KINDS, kind_of
+from emotion_lab.rundir import check_temperatures, read_spec, require, write_spec
+
+SPEC_KEYS = ("kind", "labels", "problem_type", "backbone")  # what every kind loads from
+KIND_KEYS = {"classifier": ("head",), "generative": ("prompt", "generation")}
 
 
 def save_model(model_dir: Path, model: nn.Module, tokenizer, spec: dict[str, Any],
@@ -47,7 +51,7 @@ def load_model(model_dir: str | Path, merge: bool = False) -> tuple[nn.Module, A
     """(model in eval mode, tokenizer, spec) from a run's model/ folder. `merge`: fold a
     LoRA adapter into the backbone's weights (same scores, no low-rank matmuls per layer)."""
     model_dir = Path(model_dir)
-    spec = read_spec(model_dir)
+    spec = read_model_spec(model_dir)
     backbone = dict(spec["backbone"])
     for key in ("model", "tokenizer"):
         if backbone.get(key) == ".":
@@ -74,3 +78,16 @@ def load_model(model_dir: str | Path, merge: bool = False) -> tuple[nn.Module, A
     tokenizer = load_tokenizer({**backbone, "tokenizer": str(model_dir)})
     # a base trained in bf16 (backbone.dtype) predicts in fp32, as the run's arrays were made
     return model.float().eval(), tokenizer, spec
+
+
+def read_model_spec(model_dir: str | Path) -> dict[str, Any]:
+    """The spec with what loading needs checked, before anything is built: a known kind, the
+    keys every kind and this one read, a temperature per label (a RunDirError otherwise)."""
+    path = Path(model_dir) / "emotion_lab.json"
+    spec = read_spec(model_dir, SPEC_KEYS)
+    if spec["kind"] not in KINDS:
+        raise RunDirError(f"{path}: kind={spec['kind']!r} is not a kind of model this emotion_lab "
+                          f"loads ({', '.join(KINDS)}); use the version that wrote the run.")
+    require(spec, KIND_KEYS.get(spec["kind"], ()), path)
+    check_temperatures(spec.get("temperatures"), spec["labels"], path)
+    return spec
