@@ -95,8 +95,9 @@ class EmotionModule(LabelModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, loss = self._step(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
-        return loss
+        examples = len(batch["labels"])  # BCE averages over labels too: the same K per example
+        self.log("train/loss", loss, prog_bar=True, batch_size=examples)
+        return self.whole_batch_loss(loss, examples)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits, loss = self._step(batch)

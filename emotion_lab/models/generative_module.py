@@ -76,7 +76,15 @@ class GenerativeModule(LabelModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.lm_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
-        return loss
+        return self.whole_batch_loss(loss, self.answer_tokens(batch))
+
+    def answer_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The tokens lm_loss averages over, so that DDP ranks are weighed by them: one
+        process on the whole batch averages over all its answer tokens, not over examples
+        (a causal LM predicts token t from t-1: the first position is never a target)."""
+        if inner_model(self.model).config.is_encoder_decoder:
+            return (batch["target_ids"] != -100).sum()
+        return (batch["lm_labels"][:, 1:] != -100).sum()
 
     def contexts(self, generated: list[str] | None, n: int) -> list[list[int]]:
         """Token ids between prompt and label list, per example (data/prompts.py)."""

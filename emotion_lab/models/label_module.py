@@ -1,7 +1,8 @@
 """What every emotion_lab LightningModule shares, whatever its kind (models/kinds.py):
 validation probabilities collected across ranks and scored with the run's threshold policy
 (the metric checkpointing follows), AdamW with warmup and linear decay, gradient clipping
-that keeps the fused step, FastDropout on CPU, activation checkpointing."""
+that keeps the fused step, FastDropout on CPU, activation checkpointing, a training loss
+that weighs DDP ranks by their shares of the batch."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import logging
 import lightning as L
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch import nn
 from torchmetrics import Metric
 
@@ -59,6 +61,25 @@ class LabelModule(L.LightningModule):
     warmup and linear decay, gradient clipping that keeps the fused step, FastDropout on CPU.
     Subclasses set `self.model`, `self.label_names`, `self.problem` (data.types.Problem),
     `self.val_outputs` and the parameter counts."""
+
+    def whole_batch_loss(self, mean: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+        """This rank's training loss, such that the gradient DDP averages over the ranks is
+        the gradient of the mean over the whole batch, as one process on the whole batch has it.
+
+        `mean` averages the loss over this rank's `count` units (examples; answer tokens for
+        language models). Each rank takes its share of every batch (data/batching.py), and
+        an odd batch gives the ranks unequal shares: DDP's plain average of the ranks' means
+        would weigh each unit of the smaller share more. So each rank returns its sum over
+        the global count, times the world size that DDP (and FSDP) divide by. The global
+        count costs one all_reduce of a scalar per step: batches do not carry the global
+        size, and a token count is known only after collation. It runs on the device, with
+        no barrier and no .item(), so under NCCL the host does not wait for it."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return mean
+        count = torch.as_tensor(count, dtype=torch.float32, device=mean.device)
+        total = count.clone()
+        dist.all_reduce(total)
+        return mean * count * dist.get_world_size() / total
 
     def thresholds(self, probs: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
         """The run's policy fitted on (validation) probabilities; None: arg-max, no thresholds."""

@@ -21,30 +21,56 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 class TrainingClock(L.Callback):
     """Wall time spent in training batches (validation excluded) and samples seen in them
     (by all DDP ranks together), for the run's training samples/s. Saved in checkpoints, so
-    a resumed run counts on from where it stopped."""
+    a resumed run counts on from where it stopped.
+
+    Each rank counts the samples of its own shares; the counts are summed over the ranks at
+    the end of each epoch and whenever the clock is saved while fitting, so that a checkpoint
+    written mid-epoch holds the exact global count. One collective per epoch (and per
+    checkpoint), not one per step, and on the strategy's device: NCCL takes no CPU tensor.
+    Both points are reached by every rank (Lightning saves checkpoints on all ranks)."""
 
     def __init__(self):
         self.seconds, self.samples, self._start = 0.0, 0, 0.0
+        self._local = 0  # this rank's samples since the counts were last summed
+        self._fitting: L.Trainer | None = None  # set while fitting: state_dict sums then
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self._fitting = trainer
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":  # after fit, reading the clock (train.py) needs no collective
+            self._fitting = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seconds += time.perf_counter() - self._start
-        samples = len(batch["labels"])
-        if trainer.world_size > 1:  # each rank trained on its share of the batch
-            samples = int(trainer.strategy.reduce(torch.tensor(samples), reduce_op="sum"))
-        self.samples += samples
+        self._local += len(batch["labels"])  # this rank's share of the batch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._sum_over_ranks(trainer)
+
+    def _sum_over_ranks(self, trainer: L.Trainer) -> None:
+        local, self._local = self._local, 0
+        if trainer.world_size > 1:
+            count = torch.tensor(local, device=trainer.strategy.root_device)
+            local = int(trainer.strategy.reduce(count, reduce_op="sum"))
+        self.samples += local
 
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.seconds if self.seconds else 0.0
 
     def state_dict(self) -> dict[str, float]:
+        if self._fitting is not None:  # a checkpoint: every rank saves it, so all sum here
+            self._sum_over_ranks(self._fitting)
         return {"seconds": self.seconds, "samples": self.samples}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.seconds, self.samples = state["seconds"], int(state["samples"])
+        self._local = 0
 
 
 class RandomState(L.Callback):
