@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from emotion_lab.data.batching import FeatureSplit, TokenizedSplit
+from emotion_lab.data.datamodule import TextDataModule
 from emotion_lab.inference import predict_probs
-from emotion_lab.models.feature_cache import ResumableFeatures, cache_key, encode
+from emotion_lab.models.feature_cache import cache_key, encode
 from emotion_lab.models.saving import load_model
 from emotion_lab.rundir import load_arrays
 from emotion_lab.train import train
@@ -93,24 +94,56 @@ def test_feature_batch_size_sets_head_batches(goemotions_dir, tmp_path):
     assert batch["features"].shape[0] == 64
 
 
+FEATURES = torch.randn(50, 4)
+
+
+def feature_datamodule(state: dict[str, int] | None = None) -> TextDataModule:
+    """A datamodule serving 50 cached features (batches of 8, evaluation 16, seed 3), as
+    use_cached_features leaves it; `state`: a checkpoint's, as Lightning restores it."""
+    datamodule = TextDataModule(tokenizer=None, batch_size=8, eval_batch_size=16, seed=3)
+    labels = torch.zeros(50, 3)
+    datamodule.tokenized = {name: SimpleNamespace(labels=labels) for name in ("train", "val")}
+    datamodule.use_features({name: FEATURES for name in ("train", "val")})
+    if state is not None:
+        datamodule.load_state_dict(state)
+    return datamodule
+
+
+def epoch_batches(datamodule: TextDataModule, epoch: int) -> list[list[int]]:
+    loader = datamodule.train_dataloader()
+    loader.batch_sampler.sampler.set_epoch(epoch)  # as Lightning does each epoch
+    return [b["index"].tolist() for b in loader]
+
+
 def test_feature_batches_follow_the_epoch_and_resume_mid_epoch():
-    """Training batches on features are drawn from the seed and the epoch (not from a
-    generator re-seeded at each start), and a resumed run skips the batches its checkpoint
-    had trained, through the datamodule's state as for tokens."""
-    split = FeatureSplit(torch.randn(50, 4), torch.zeros(50, 3))
-
-    def epoch_batches(resume_at, epoch):
-        datamodule = SimpleNamespace(_train_batches=None, _resume_at=resume_at)
-        loader = ResumableFeatures(split, datamodule).loader(8, shuffle=True, seed=3)
-        assert datamodule._train_batches is loader.batch_sampler  # its state_dict reads it
-        loader.batch_sampler.set_epoch(epoch)  # as Lightning does each epoch
-        return [b["index"].tolist() for b in loader]
-
-    never_stopped = epoch_batches(None, 1)
+    """Training batches on features come from the datamodule's own LengthGroupedBatches:
+    drawn from the seed and the epoch (not from a generator re-seeded at each start), and a
+    run resumed from the datamodule's state skips the batches its checkpoint had trained,
+    as for tokens. Evaluation keeps the split's order."""
+    never_stopped = epoch_batches(feature_datamodule(), 1)
     assert len(never_stopped) == 7 and sorted(sum(never_stopped, [])) == list(range(50))
-    assert never_stopped != epoch_batches(None, 0)  # each epoch its own order
-    assert epoch_batches((1, 3), 1) == never_stopped[3:]  # resumed after 3 batches
-    assert epoch_batches((1, 3), 2) == epoch_batches(None, 2)  # the next epoch is whole
-    evaluation = ResumableFeatures(split, SimpleNamespace()).loader(16, shuffle=False, seed=3)
+    assert never_stopped != epoch_batches(feature_datamodule(), 0)  # each epoch its own order
+    # what a checkpoint after 3 batches of epoch 1 holds
+    stopped = feature_datamodule()
+    epoch_batches(stopped, 1)
+    progress = SimpleNamespace(current=SimpleNamespace(processed=3))
+    stopped.trainer = SimpleNamespace(fit_loop=SimpleNamespace(
+        epoch_loop=SimpleNamespace(batch_progress=progress)))
+    state = stopped.state_dict()
+    assert state == {"epoch": 1, "batches": 3}
+    assert epoch_batches(feature_datamodule(state), 1) == never_stopped[3:]
+    assert epoch_batches(feature_datamodule(state), 2) == epoch_batches(feature_datamodule(), 2)
+    evaluation = feature_datamodule().val_dataloader()
     assert [b["index"].tolist() for b in evaluation] == [list(range(i, min(i + 16, 50)))
                                                          for i in range(0, 50, 16)]
+    assert torch.equal(next(iter(evaluation))["features"], FEATURES[:16])
+
+
+def test_ddp_ranks_share_every_feature_batch(monkeypatch):
+    """Under DDP each rank takes its share of each global training batch, as for tokens."""
+    single = epoch_batches(feature_datamodule(), 1)
+    ranks = []
+    for rank in range(2):
+        monkeypatch.setattr("emotion_lab.data.batching.world_and_rank", lambda r=rank: (2, r))
+        ranks.append(epoch_batches(feature_datamodule(), 1))
+    assert [sorted(a + b) for a, b in zip(*ranks, strict=True)] == [sorted(b) for b in single]

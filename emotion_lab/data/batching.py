@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 
 class TokenizedSplit(Dataset):
@@ -109,10 +109,15 @@ def world_and_rank() -> tuple[int, int]:
 
 
 class FeatureSplit(Dataset):
-    """Pooled features and labels of one split; batches look like token batches minus tokens."""
+    """Pooled features and labels of one split; batches look like token batches minus tokens.
+
+    Served through LengthGroupedBatches like tokens (TextDataModule._loader), with equal
+    `lengths`: training batches are a plain shuffle of the seed and epoch, cut into batches
+    (and resumed mid-epoch as token batches are); evaluation keeps the split's order."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor):
         self.features, self.labels = features, labels
+        self.lengths = torch.zeros(len(features), dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -123,13 +128,6 @@ class FeatureSplit(Dataset):
     def collate(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = torch.tensor(indices, dtype=torch.long)
         return {"features": self.features[index], "labels": self.labels[index], "index": index}
-
-    def loader(self, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-        # one generator for the loader's life: each epoch draws the next permutation (and
-        # evaluation iterators draw their seed from it, not from the global generator)
-        generator = torch.Generator().manual_seed(seed)
-        return DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          collate_fn=self.collate)
 
 
 class PromptedSplit(Dataset):

@@ -68,11 +68,13 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches): load_state_dict
+        self._train_batches: LengthGroupedBatches | None = None  # read by state_dict
         self.caps = {"train": max_train_examples, "val": max_eval_examples,
                      "test": max_eval_examples}
         self.data: LabelledData | None = None
         self.splits: dict[str, Split] = {}
         self.tokenized: dict[str, TokenizedSplit | PromptedSplit] = {}
+        self.features: dict[str, FeatureSplit] = {}  # served instead of tokens when set
         self.label_names: list[str] = []
         self.report: dict[str, Any] = {}
 
@@ -162,28 +164,30 @@ class TextDataModule(L.LightningDataModule):
 
     def use_features(self, features: dict[str, torch.Tensor],
                      batch_size: int | None = None) -> None:
-        """Serve cached backbone features instead of tokens (frozen backbone, our own head)."""
+        """Serve cached backbone features instead of tokens (frozen backbone, our own head),
+        in batches drawn, shared under DDP and resumed as token batches are (_loader)."""
         self.batch_size = batch_size or self.batch_size
         self.features = {name: FeatureSplit(features[name], self.tokenized[name].labels)
                          for name in self.tokenized}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        """Tokens, or cached features after use_features, in LengthGroupedBatches: the seed
+        and the epoch fix the training order, DDP ranks share each batch, and a resumed run
+        skips what its checkpoint had trained (state_dict / load_state_dict)."""
         size = self.batch_size if shuffle else self.eval_batch_size
-        if getattr(self, "features", None):
-            return self.features[split].loader(size, shuffle, self.seed)
-        data = self.tokenized[split]
+        data = self.features[split] if self.features else self.tokenized[split]
         batches = LengthGroupedBatches(data.lengths, size, shuffle=shuffle, seed=self.seed)
-        # its own generator: each DataLoader iterator draws a seed, which must not come from
-        # the global generator, or a resumed run would draw different dropout masks
         if shuffle:
             self._train_batches = batches
             if self._resume_at is not None:  # skip what the checkpoint had trained
                 batches.set_epoch(self._resume_at[0])
                 batches.skip(*self._resume_at)
+        # features are one tensor in memory: workers would only cost their start
+        workers = 0 if self.features else self.num_workers
         # its own generator: each iterator draws a seed, which must not come from the global
         # generator, or a resumed run would draw other dropout masks than one never stopped
         return DataLoader(data, batch_sampler=batches, collate_fn=data.collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          num_workers=workers, persistent_workers=workers > 0,
                           generator=torch.Generator().manual_seed(self.seed))
 
     def state_dict(self) -> dict[str, int]:
@@ -191,7 +195,7 @@ class TextDataModule(L.LightningDataModule):
         an epoch's last batch, the start of the next. (Lightning's own resumable-loader
         path restores too late: configure_optimizers builds our loader early to count the
         training steps, and Lightning draws from that one.)"""
-        batches = getattr(self, "_train_batches", None)
+        batches = self._train_batches
         if batches is None or self.trainer is None:
             return {}
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed

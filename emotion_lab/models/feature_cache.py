@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from emotion_lab.data.batching import FeatureSplit, LengthGroupedBatches, TokenizedSplit
+from emotion_lab.data.batching import TokenizedSplit
 from emotion_lab.data.datamodule import TextDataModule
 from emotion_lab.models.backbones import RANDOM_INIT_SEED, resolve_source
 from emotion_lab.models.heads import PooledClassifier, uses_hf_head
@@ -87,35 +86,6 @@ def cached_features(model: PooledClassifier, tokenized: dict[str, TokenizedSplit
     return features
 
 
-class ResumableFeatures(FeatureSplit):
-    """A split's features served like its tokens: batches from LengthGroupedBatches (the
-    seed and the epoch fix their order; under DDP each rank takes its share of each batch),
-    and a run resumed mid-epoch skips the batches its checkpoint had trained.
-
-    The resume point travels through TextDataModule's own state (its state_dict reads the
-    training batches' epoch, its load_state_dict sets where to resume), as for tokens:
-    Lightning's resumable-loader path restores after configure_optimizers has drawn from
-    the loader. Equal lengths: a plain shuffle, cut into batches."""
-
-    def __init__(self, split: FeatureSplit, datamodule: TextDataModule):
-        super().__init__(split.features, split.labels)
-        self.datamodule = datamodule
-
-    def loader(self, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-        batches = LengthGroupedBatches(torch.zeros(len(self), dtype=torch.long), batch_size,
-                                       shuffle=shuffle, seed=seed)
-        if shuffle:
-            dm = self.datamodule
-            dm._train_batches = batches
-            if dm._resume_at is not None:  # skip what the checkpoint had trained
-                batches.set_epoch(dm._resume_at[0])
-                batches.skip(*dm._resume_at)
-        # its own generator: each iterator draws a seed, which must not come from the global
-        # generator, or a resumed run would draw other dropout masks than one never stopped
-        return DataLoader(self, batch_sampler=batches, collate_fn=self.collate,
-                          generator=torch.Generator().manual_seed(seed))
-
-
 def use_cached_features(model: torch.nn.Module, datamodule: TextDataModule,
                         backbone: dict[str, Any], head: dict[str, Any],
                         cache_dir: str | Path, batch_size: int | None = None) -> float | None:
@@ -130,6 +100,4 @@ def use_cached_features(model: torch.nn.Module, datamodule: TextDataModule,
     features = cached_features(model, datamodule.tokenized, backbone, cache_dir,
                                datamodule.eval_batch_size)
     datamodule.use_features(features, batch_size)
-    datamodule.features = {name: ResumableFeatures(split, datamodule)
-                           for name, split in datamodule.features.items()}
     return time.perf_counter() - start

@@ -8,9 +8,9 @@ that a new or changed notice still shows:
   torch 2.13's pytree (Lightning's to fix; nothing in a run can avoid it);
 - Lightning's notice that it cannot check a custom batch sampler returns every example for
   prediction: ours (LengthGroupedBatches) does, and tests/test_data.py checks it;
-- Lightning's notice that a run resumed mid-epoch has a loader it cannot resume: our token
-  loaders resume through TextDataModule.state_dict (tests/test_resume.py); cached-feature
-  epochs (adapter=frozen_head) take seconds and finish the epoch with a fresh order.
+- Lightning's notice that a run resumed mid-epoch has a loader it cannot resume: our
+  loaders, of tokens and of cached features (adapter=frozen_head) alike, resume through
+  TextDataModule.state_dict in the same order (tests/test_resume.py).
 
 Lightning's info lines (accelerators available, AMP in use, a logger tip, checkpoint
 restores) are turned down in conf/hydra/default.yaml, with ConsoleFormatter for our lines.
