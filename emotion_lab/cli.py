@@ -52,9 +52,11 @@ def flag(value: str) -> bool:
 
 
 def parse_key_values(argv: list[str], defaults: dict[str, Any],
-                     required: tuple[str, ...] = ("run_dir",)) -> dict[str, Any]:
+                     required: tuple[str, ...] = ("run_dir",),
+                     rules: dict[str, settings.Rule] | None = None) -> dict[str, Any]:
     """`key=value` words over `defaults`; a value is converted to its default's type (kept
-    verbatim where the default is None)."""
+    verbatim where the default is None), then checked against its rule in `rules` (the
+    schema of emotion_lab.settings), so a value out of range is refused here by name."""
     args = dict(defaults)
     for arg in argv:
         key, sep, value = arg.partition("=")
@@ -65,11 +67,17 @@ def parse_key_values(argv: list[str], defaults: dict[str, Any],
             args[key] = (flag(value) if kind is bool else kind(value)
                          if defaults[key] is not None else value)
         except ValueError as e:
-            raise CliError(f"{key}={value}: expected a {kind.__name__}") from e
+            expected = {int: "an integer", float: "a number", bool: "true or false"}
+            raise CliError(f"{key}={value}: expected {expected.get(kind, kind.__name__)}") \
+                from e
+    for key, rule in (rules or {}).items():  # after every word parsed: syntax first
+        if args[key] != defaults[key] and not rule.accepts(args[key]):
+            raise CliError(f"{key}={args[key]}: expected {rule.allowed()}")
     missing = [k for k in required if not args.get(k)]
     if missing:
-        raise CliError(f"{', '.join(f'{k}=...' for k in missing)} required (run_dir: a "
-                       f"directory written by python -m emotion_lab.train)")
+        hint = (" (run_dir: a directory written by python -m emotion_lab.train)"
+                if "run_dir" in missing else "")
+        raise CliError(f"{', '.join(f'{k}=...' for k in missing)} required{hint}")
     return args
 
 

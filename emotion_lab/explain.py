@@ -22,12 +22,19 @@ from tqdm.auto import tqdm
 
 from emotion_lab.cli import parse_key_values, run_face
 from emotion_lab.evaluation.figures import plot_word_importance
-from emotion_lab.inference.occlusion import OcclusionError, check_emotions, explain_text
+from emotion_lab.inference.occlusion import (
+    OCCLUSIONS,
+    OcclusionError,
+    check_emotions,
+    explain_text,
+)
 from emotion_lab.inference.predictor import EmotionClassifier
 from emotion_lab.rundir import RunDirError, read_json, write_json
+from emotion_lab.settings import Choice, Int
 
 DEFAULTS = {"run_dir": None, "text": None, "emotion": None, "n": 3, "out": None,
             "occlusion": "remove", "keep_stopwords": False}
+RULES = {"n": Int(1), "occlusion": Choice(*OCCLUSIONS)}
 ExplainError = OcclusionError  # what this command raises for a request it cannot explain
 
 
@@ -82,7 +89,7 @@ def pick_test_examples(explainer: Explainer, emotion: str, n: int) -> list[int]:
 
 
 def run(argv: list[str]) -> list[Path]:
-    args = parse_key_values(argv, DEFAULTS)
+    args = parse_key_values(argv, DEFAULTS, rules=RULES)
     explainer = Explainer(args["run_dir"])
     out = Path(args["out"] or explainer.run_dir / "explanations")
     emotions = explainer.check(args["emotion"].split(",")) if args["emotion"] else None

@@ -35,11 +35,15 @@ from emotion_lab.errors import ExportError
 from emotion_lab.evaluation.metrics import f1_scores
 from emotion_lab.inference import EmotionClassifier, load_onnx
 from emotion_lab.models.kinds import kind_of
-from emotion_lab.models.saving import load_model
-from emotion_lab.rundir import read_json, write_json
+from emotion_lab.models.saving import load_model, read_model_spec
+from emotion_lab.rundir import check_run_dir, read_json, read_thresholds, write_json
+from emotion_lab.settings import Choice, Int
 
 DEFAULTS = {"run_dir": None, "format": "onnx", "out": None, "quantize": False,
             "evaluate": True, "opset": 18}
+# opset 18: LayerNormalization and the attention ops torch.onnx emits; the newest ONNX
+# Runtime runs up to 23
+RULES = {"format": Choice("onnx", "hf"), "opset": Int(18, high=23)}
 # ONNX Runtime against PyTorch, fp32, on the same texts: the largest probability difference
 # accepted (measured differences are ~1e-6; fused kernels reorder float sums).
 ONNX_TOLERANCE = 1e-4
@@ -70,9 +74,12 @@ def fold_temperatures(model: nn.Module, temperatures: list[float] | None) -> Non
 
 
 def _load(run_dir: Path, fmt: str) -> tuple[nn.Module, Any, dict[str, Any], dict[str, Any]]:
-    thresholds = read_json(run_dir / "thresholds.json")
+    check_run_dir(run_dir)
+    spec = read_model_spec(run_dir / "model")
+    kind_of(spec["kind"]).check_export(fmt, spec)  # before loading: a refusal costs nothing
+    thresholds = read_thresholds(run_dir / "thresholds.json", spec["labels"],
+                                 Problem(spec["problem_type"]).single_label)
     model, tokenizer, spec = load_model(run_dir / "model", merge=True)
-    kind_of(spec["kind"]).check_export(fmt, spec)
     return model.eval(), tokenizer, spec, thresholds
 
 
@@ -176,7 +183,7 @@ def export_onnx(run_dir: Path, out: Path, quantize: bool, evaluate: bool,
 
 
 def run(argv: list[str]) -> dict[str, Any]:
-    args = parse_key_values(argv, DEFAULTS)
+    args = parse_key_values(argv, DEFAULTS, rules=RULES)
     run_dir = Path(args["run_dir"])
     out = Path(args["out"] or run_dir / f"export_{args['format']}")
     if args["format"] == "hf":

@@ -27,11 +27,14 @@ from emotion_lab.cli import CliError, parse_key_values, run_face
 from emotion_lab.data.files import LINE_OFFSETS, decode_text, read_table
 from emotion_lab.data.types import DataError
 from emotion_lab.inference.predictor import EmotionClassifier
+from emotion_lab.settings import Choice, Float, Int
 
 DEFAULTS = {"run_dir": None, "text": None, "input": None, "output": None,
             "text_column": "text", "top_k": 0, "threshold": 0.0, "all_scores": False,
             "skip_empty": False, "batch_size": 64, "precision": "fp32"}
 OUTPUTS = (".jsonl", ".csv", ".parquet")
+RULES = {"top_k": Int(0), "threshold": Float(0, 1), "batch_size": Int(1),
+         "precision": Choice("auto", "fp32", "bf16")}  # top_k=0, threshold=0: the run's own
 
 
 def read_input(path: Path, text_column: str) -> tuple[pd.DataFrame, Any]:
@@ -106,7 +109,7 @@ def write_output(table: pd.DataFrame, path: Path) -> None:
 
 
 def run(argv: list[str]) -> Any:
-    args = parse_key_values(argv, DEFAULTS)
+    args = parse_key_values(argv, DEFAULTS, rules=RULES)
     if (args["text"] is None) == (args["input"] is None):
         raise CliError("give either text=\"...\" or input=<file> (with output=<file>)")
     output = Path(args["output"]) if args["output"] else None

@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from emotion_lab.cli import parse_key_values, run_face
-from emotion_lab.errors import CliError, ReportError
+from emotion_lab.errors import ReportError
 from emotion_lab.evaluation.calibration import ece_per_label, reliability_bins
 from emotion_lab.evaluation.comparison import (
     ComparisonError,
@@ -56,6 +56,7 @@ from emotion_lab.evaluation.uncertainty import (
     RunScores,
 )
 from emotion_lab.rundir import RunDirError, find_runs, load_arrays, load_run, read_json
+from emotion_lab.settings import Choice, Float, Int
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,8 @@ DEFAULTS = {"runs": None, "out": None, "wandb": False, "errors_per_label": 3,
             "bootstrap_resamples": 1000, "bootstrap_seed": 0, "confidence": 0.95,
             "bootstrap_method": "percentile"}
 METHODS = ("percentile", "basic", "BCa")
+RULES = {"errors_per_label": Int(0), "bootstrap_resamples": Int(0),
+         "confidence": Float(0, 1, open=True), "bootstrap_method": Choice(*METHODS)}
 
 
 def run(argv: list[str]) -> dict[str, Path]:
@@ -220,12 +223,7 @@ def run(argv: list[str]) -> dict[str, Path]:
     errors_per_label (confident mistakes listed per label and kind), bootstrap_resamples
     (0: no intervals), bootstrap_seed, confidence, bootstrap_method (scipy.stats.bootstrap's:
     percentile, basic, or BCa, which adds one statistic per test example)."""
-    args = parse_key_values(argv, DEFAULTS, required=("runs",))
-    if args["bootstrap_resamples"] < 0 or not 0 < args["confidence"] < 1:
-        raise CliError("bootstrap_resamples must be >= 0 and confidence within (0, 1)")
-    if args["bootstrap_method"] not in METHODS:
-        raise CliError(f"bootstrap_method={args['bootstrap_method']}: choose one of "
-                       f"{', '.join(METHODS)}")
+    args = parse_key_values(argv, DEFAULTS, required=("runs",), rules=RULES)
     written = write_report([p for p in args["runs"].split(",") if p], args["out"],
                            args["wandb"], args["errors_per_label"],
                            Bootstrap(args["bootstrap_resamples"], args["bootstrap_seed"],

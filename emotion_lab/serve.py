@@ -23,9 +23,12 @@ from emotion_lab.cli import CliError, parse_key_values, run_face
 from emotion_lab.errors import PredictError
 from emotion_lab.inference.occlusion import explain_text, words_of
 from emotion_lab.inference.predictor import EmotionClassifier
+from emotion_lab.settings import Choice, Int
 
 DEFAULTS = {"run_dir": None, "host": "127.0.0.1", "port": 8000, "max_chars": 5000,
             "max_batch": 256, "max_words": 300, "batch_size": 64, "precision": "fp32"}
+RULES = {"port": Int(0, high=65535), "max_chars": Int(1), "max_batch": Int(1),
+         "max_words": Int(1), "batch_size": Int(1), "precision": Choice("auto", "fp32", "bf16")}
 
 
 def demo_page() -> str:
@@ -107,7 +110,7 @@ def create_app(clf: EmotionClassifier, max_chars: int = 5000, max_batch: int = 2
 
 
 def run(argv: list[str]) -> None:
-    args = parse_key_values(argv, DEFAULTS)
+    args = parse_key_values(argv, DEFAULTS, rules=RULES)
     try:
         import uvicorn
     except ImportError as e:

@@ -47,6 +47,9 @@ def test_applying_a_run_imports_no_lightning_and_no_training_code():
     ("export", ["run_dir=/x", "format=pdf", "nonsense"], "nonsense"),
     ("serve", ["port=eighty", "run_dir=/x"], "port=eighty"),
     ("report", ["/some/dir", "--out", "x"], "key=value"),
+    ("evaluate", ["run_dir=/no/such/run"], "run_dir=/no/such/run: no such directory"),
+    ("rationales", ["data_dir=.", "source=oracle"], "source=oracle"),
+    ("search", ["hparams_search=minilm_lora", "search.n_trials=0"], "n_trials"),
 ])
 def test_every_face_answers_a_user_error_with_one_line_and_exit_2(face, args, says, tmp_path):
     done = python("-m", f"emotion_lab.{face}", *args, cwd=tmp_path)
