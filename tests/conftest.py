@@ -3,6 +3,7 @@ composed with Hydra and shrunk for CPU (tiny random backbone, no logger, one epo
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,3 +166,46 @@ def wandb_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_DATA_DIR", str(home / "data"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     return home
+
+
+# The real engines (scripts/cluster.sh starts both on localhost). Tests that need them skip
+# where they are absent, except where EMOTION_LAB_REQUIRE_CLUSTER=1 (CI starts them and sets
+# it), so a missing engine fails CI instead of passing it quietly.
+POSTGRES_URL = os.environ.get(
+    "EMOTION_LAB_POSTGRES_URL", "postgresql://emotion_lab:emotion_lab@localhost/emotion_lab")
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("EMOTION_LAB_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"{what} is not running; scripts/cluster.sh starts it")
+    pytest.skip(f"{what} is not running (scripts/cluster.sh starts it)")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The default partition of a SLURM cluster that answers (`sinfo`)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sinfo") is None:
+        _missing("SLURM")
+    done = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True,
+                          timeout=30)
+    partitions = [line.split() for line in done.stdout.splitlines()
+                  if line.split()[-1] in ("idle", "mix", "alloc")]
+    if done.returncode != 0 or not partitions:
+        _missing("SLURM")
+    return partitions[0][0].rstrip("*")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of a PostgreSQL database that answers, for shared Optuna studies."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES_URL)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except Exception:  # noqa: BLE001 (any failure to connect means: not here)
+        _missing(f"PostgreSQL at {POSTGRES_URL}")
+    return POSTGRES_URL
