@@ -45,18 +45,25 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from summarize_runs import cpu_name  # noqa: E402
 
 LR, WARMUP, DECAY = 1e-4, 0.1, 0.01
+# Rows train where emotion_lab's `accelerator=auto` would: a GPU when one is visible
+# (benchmarks/gpu_check.sh), else the CPU.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def matmul_peak(dtype: torch.dtype, seconds: float = 3.0) -> float:
-    """Best FLOP/s of square and transformer-shaped matmuls in `dtype` on this CPU."""
+    """Best FLOP/s of square and transformer-shaped matmuls in `dtype` on DEVICE."""
     best = 0.0
+    sync = torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
     for m, k, n in ((2048, 2048, 2048), (1024, 384, 1536), (1024, 1536, 384)):
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a = torch.randn(m, k, dtype=dtype, device=DEVICE)
+        b = torch.randn(k, n, dtype=dtype, device=DEVICE)
         a @ b  # warm-up
+        sync()
         iters, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds / 3:
             a @ b
             iters += 1
+        sync()
         best = max(best, 2 * m * k * n * iters / (time.perf_counter() - start))
     return best
 
@@ -64,7 +71,7 @@ def matmul_peak(dtype: torch.dtype, seconds: float = 3.0) -> float:
 def native_bf16() -> bool:
     from emotion_lab.models.precision import fast_precision
 
-    return fast_precision("cpu") == "bf16-mixed"
+    return fast_precision("auto" if DEVICE == "cuda" else "cpu") == "bf16-mixed"
 
 
 def model_facts(model: torch.nn.Module) -> dict[str, int]:
@@ -109,7 +116,7 @@ def trainer_row(name: str, texts: list[str], labels, tokenizer, source: str, bat
             output_dir=out, per_device_train_batch_size=batch, num_train_epochs=1,
             learning_rate=LR, weight_decay=DECAY, warmup_steps=int(WARMUP * steps),
             logging_steps=10, save_strategy="no", eval_strategy="no", report_to=[],
-            use_cpu=True, seed=42, disable_tqdm=True, bf16=bf16 and tuned,
+            use_cpu=DEVICE == "cpu", seed=42, disable_tqdm=True, bf16=bf16 and tuned,
             train_sampling_strategy="group_by_length" if tuned else "random")
         trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator,
                           callbacks=callbacks)
@@ -309,7 +316,9 @@ def main() -> int:
             row["full_epoch_seconds_at_full_speed"] = full_epoch
             row["x_faster_than_one_full_epoch"] = full_epoch / row["seconds"]
             row["head_epoch_seconds"] = row["fit_seconds"] / row["epochs"]
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "device": DEVICE,
+               "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else None,
+               "threads": torch.get_num_threads(),
                "native_bf16": bf16, "python": platform.python_version(),
                "torch": torch.__version__, "transformers": transformers.__version__,
                "matmul_peak_flops": peaks, "model": facts, "examples": args.examples,

@@ -130,7 +130,8 @@ def compose_train_cfg(data_dir: Path | str, output_dir: Path | str, *extra: str)
         "paths.sweep_group=null",
         "logger=none",
         "trainer.max_epochs=1",
-        "trainer.accelerator=cpu",
+        # benchmarks/gpu_check.sh runs the tests on a GPU with EMOTION_LAB_TEST_ACCELERATOR=gpu
+        f"trainer.accelerator={os.environ.get('EMOTION_LAB_TEST_ACCELERATOR', 'cpu')}",
         "data.batch_size=16",
         "callbacks.progress_bar=null",
         "++trainer.enable_model_summary=false",
