@@ -162,7 +162,7 @@ RULES: dict[str, Rule] = {
     "threshold.policy.step": Float(0, 1, open=True),
     "trainer.accelerator": Choice("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
     "trainer.devices": Int(1, also=("auto", -1)),
-    "trainer.max_epochs": Int(1, also=(-1,), nullable=True),
+    "trainer.max_epochs": Int(0, also=(-1,), nullable=True),  # 0: evaluate untrained
     "trainer.max_steps": Int(1, also=(-1,)),
     "trainer.precision": Choice(*PRECISIONS),
     "trainer.gradient_clip_val": Float(0, nullable=True),

@@ -73,9 +73,10 @@ def test_onnx_export_matches_pytorch_and_quantizes(runs, tmp_path):
 
 
 def test_export_names_what_is_missing(tmp_path):
+    from emotion_lab.errors import CliError
     from emotion_lab.rundir import RunDirError
 
     with pytest.raises(RunDirError, match="thresholds.json: missing"):
         run([f"run_dir={tmp_path}", "format=onnx"])
-    with pytest.raises(ExportError, match="choose hf or onnx"):
+    with pytest.raises(CliError, match="format=tflite: expected one of onnx, hf"):
         run([f"run_dir={tmp_path}", "format=tflite"])

@@ -40,7 +40,7 @@ MISTAKES = [
     (["adapter=lora", "adapter.r=0"], "adapter.r=0"),
     (["adapter=lora", "adapter.dropout=-0.1"], "adapter.dropout=-0.1"),
     (["threshold.policy.step=0"], "threshold.policy.step=0"),
-    (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+    (["trainer.max_epochs=-2"], "trainer.max_epochs=-2"),
     (["trainer.max_steps=0"], "trainer.max_steps=0"),
     (["trainer.precision=bf17"], "trainer.precision=bf17"),
     (["trainer.accelerator=gpus"], "trainer.accelerator=gpus"),
@@ -70,9 +70,9 @@ def test_every_job_of_a_sweep_is_checked_before_the_first_runs(capsys):
 
 def test_all_mistakes_of_a_command_are_named_at_once(capsys):
     with pytest.raises(SystemExit):
-        check_overrides("train", ["data.batch_size=0", "trainer.max_epochs=0"])
+        check_overrides("train", ["data.batch_size=0", "trainer.max_steps=0"])
     err = capsys.readouterr().err
-    assert "data.batch_size=0" in err and "trainer.max_epochs=0" in err
+    assert "data.batch_size=0" in err and "trainer.max_steps=0" in err
 
 
 def test_the_other_faces_settings_are_checked_too(tmp_path, capsys):

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from emotion_lab.data.goemotions import read_release_dir
 from emotion_lab.data.types import DataError
+from emotion_lab.errors import ConfigError
 from emotion_lab.evaluation.metrics import evaluate, frequency_baseline
 from emotion_lab.evaluation.thresholds import tune_per_label
 from emotion_lab.inference import predict_probs
@@ -355,7 +356,7 @@ def test_bad_data_through_train_raises_data_error(goemotions_dir, tmp_path):
 
 
 def test_missing_data_dir_through_train(make_cfg, tmp_path):
-    with pytest.raises(DataError, match="data.dir"):
+    with pytest.raises(ConfigError, match="data.dir=.*nowhere: no such directory"):
         train(make_cfg(f"data.dir={tmp_path / 'nowhere'}"))
 
 
