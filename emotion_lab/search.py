@@ -3,19 +3,25 @@
     python -m emotion_lab.search hparams_search=minilm_lora search.n_trials=20
     python -m emotion_lab.search hparams_search=minilm_lora search.n_trials=10   # resumes
     python -m emotion_lab.search hparams_search=minilm_lora backbone=distilbert  # any override
+    python -m emotion_lab.search hparams_search=minilm_lora search.workers=2     # 2 processes
+    python -m emotion_lab.search hparams_search=minilm_lora \
+        search.storage=postgresql://user:password@host/db   # one study for many machines
 
-The search config (conf/hparams_search/) names the study, its SQLite storage, the metric
-(validation only: a test metric is refused), the pruner and each parameter's distribution.
-Every trial composes the training config from the command's overrides, the search's
-`fixed` overrides and the trial's values, runs `train()` into <search.dir>/trial_<n>/, and
-reports val macro-F1 after every epoch so the median pruner can stop a bad trial early.
-Trials are recorded in the storage as they finish, so a stopped search resumes where it
-was, and several processes may run one study at once: each trial draws its values afresh
-(`trial_seeded_tpe`). A trial that raises is stored FAIL with its message (user attr
-`fail_reason`); `search.on_error` says whether the search goes on. At the end the best
-trial is printed and written as an experiment config:
-<search.dir>/experiment/<study>_best.yaml, run with
+The search config (conf/hparams_search/) names the study, its storage (SQLite for one
+machine, PostgreSQL for many), the metric (validation only: a test metric is refused), the
+pruner and each parameter's distribution. Every trial composes the training config from
+the command's overrides, the search's `fixed` overrides and the trial's values, runs
+`train()` into <search.dir>/trial_<n>/, and reports val macro-F1 after every epoch to the
+median pruner, which reads every worker's reports from the storage. `search.workers=N`
+processes (and any number of other commands: SLURM jobs) pull trials from one study;
+`search.n_trials` is what this command adds, all its workers together; `search.max_trials`
+caps the study's total, all commands together. A stopped search
+resumes where it was; a killed worker's trial turns FAIL once its heartbeat is stale; a
+trial that raises is stored FAIL with its message (`search.on_error`). The best trial is
+printed and written as <search.dir>/experiment/<study>_best.yaml, run with
 `python -m emotion_lab.train 'hydra.searchpath=[file://<search.dir>]' experiment=<study>_best`.
+The study machinery (storage, heartbeat, sampler, workers): emotion_lab/training/study.py;
+the recipes: docs/scale.md.
 
 (hydra-optuna-sweeper pins optuna below 3; this drives Optuna's current API instead.)
 """
@@ -23,6 +29,7 @@ trial is printed and written as an experiment config:
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,15 @@ from omegaconf.errors import OmegaConfBaseException
 from emotion_lab.cli import user_error
 from emotion_lab.errors import EmotionLabError, SearchError
 from emotion_lab.train import train
+from emotion_lab.training.study import (
+    Budget,
+    open_study,
+    run_workers,
+    shown,
+    trial_loop,
+    trial_seeded_tpe,
+    worker_threads,
+)
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -48,7 +64,8 @@ CONFIG_ERRORS = (EmotionLabError, HydraException, OmegaConfBaseException)
 
 class ReportToTrial(L.Callback):
     """After each validation epoch: report the metric to the trial; stop it if the pruner
-    says it is worse than the median of earlier trials at that epoch."""
+    says it is worse than the median of the study's trials at that epoch (every worker's:
+    the pruner reads them from the shared storage)."""
 
     def __init__(self, trial: Any, metric: str) -> None:
         self.trial, self.metric = trial, metric
@@ -80,15 +97,29 @@ def check(spec: dict[str, Any]) -> None:
     def refuse(key: str, value: Any, hint: str) -> None:
         raise SearchError(f"search.{key}={value!r}: {hint}")
 
-    n = spec.get("n_trials")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        refuse("n_trials", n, "the number of trials to add; an integer >= 1")
+    def whole(value: Any, least: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    if not whole(spec.get("n_trials"), 1):
+        refuse("n_trials", spec.get("n_trials"),
+               "the number of trials this command adds (all its workers); an integer >= 1")
+    if spec.get("max_trials") is not None and not whole(spec["max_trials"], 1):
+        refuse("max_trials", spec["max_trials"], "the study's total, all commands together; "
+               "an integer >= 1, or null: no cap")
+    if not whole(spec.get("workers"), 1):
+        refuse("workers", spec.get("workers"), "processes pulling trials; an integer >= 1")
+    beat, grace = spec.get("heartbeat_interval"), spec.get("grace_period")
+    if beat is not None and not whole(beat, 1):
+        refuse("heartbeat_interval", beat, "seconds, an integer >= 1; or null: no heartbeat")
+    if grace is not None and not (whole(grace, 1) and (beat is None or grace > beat)):
+        refuse("grace_period", grace, "seconds, an integer above heartbeat_interval; or "
+               "null: twice heartbeat_interval")
     if spec.get("direction") not in ("maximize", "minimize"):
         refuse("direction", spec.get("direction"), "use maximize or minimize")
     if spec.get("on_error") not in ON_ERROR:
         refuse("on_error", spec.get("on_error"), f"use {' or '.join(ON_ERROR)}")
     seed = spec.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+    if seed is not None and not whole(seed, 0):
         refuse("seed", seed, "an integer >= 0, or null for an unreproducible search")
     for name, p in (spec.get("params") or {}).items():
         if not isinstance(p, dict):
@@ -105,31 +136,6 @@ def check(spec: dict[str, Any]) -> None:
                 refuse(f"params.{name}.low", low, "a log scale needs low > 0")
         elif kind != "categorical":
             refuse(f"params.{name}.type", kind, "use float, int or categorical")
-
-
-def trial_seeded_tpe(seed: int | None) -> Any:
-    """A TPE sampler whose randomness comes from (search seed, trial number).
-
-    Seeded once per process, every start of the search would draw the same sequence: a
-    resumed study replays its first trials' parameters, and two workers on one study
-    propose the same trials (the startup trials are random samples, so all of them
-    repeat). Trial numbers are handed out by the storage, once each across processes and
-    restarts, so reseeding from them before each trial never repeats a draw and keeps the
-    search reproducible. Optuna 5 keeps TPE's own RNG in `_rng` and its startup sampler's
-    in `_random_sampler._rng` (no public way to seed a trial); a rename fails loudly here.
-    """
-    import numpy as np
-    import optuna
-
-    class TrialSeededTPE(optuna.samplers.TPESampler):
-        def before_trial(self, study: Any, trial: Any) -> None:
-            if seed is not None:
-                state = int(np.random.SeedSequence([seed, trial.number]).generate_state(1)[0])
-                self._rng.rng.seed(state)
-                self._random_sampler._rng.rng.seed(state)
-            super().before_trial(study, trial)
-
-    return TrialSeededTPE(seed=seed)
 
 
 def override(key: str, value: Any) -> str:
@@ -166,15 +172,20 @@ def best_experiment(study: Any, search: dict[str, Any], base: list[str], path: P
               f"experiment={path.stem}\n")
     body = yaml.safe_dump({"defaults": defaults, **values}, sort_keys=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + body, encoding="utf-8")
+    # several commands on one study each write it as they end: never a half-written file
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(header + body, encoding="utf-8")
+    partial.replace(path)
     return path
 
 
-def run_trial(trial: Any, spec: dict[str, Any], base: list[str], directory: Path) -> float:
-    """One trial: suggest its values, train into <dir>/trial_<n>/; the metric's value."""
+def run_trial(trial: Any, spec: dict[str, Any], base: list[str], extra: list[str]) -> float:
+    """One trial: suggest its values, train into <dir>/trial_<n>/; the metric's value.
+    `extra`: the worker's own overrides (its torch threads), kept out of the best config."""
     values = {name: suggest(trial, name, p) for name, p in spec["params"].items()}
+    directory = Path(spec["dir"])
     run_dir = directory / f"trial_{trial.number}"
-    overrides = [*base, *spec["fixed"], *(override(k, v) for k, v in values.items()),
+    overrides = [*base, *spec["fixed"], *(override(k, v) for k, v in values.items()), *extra,
                  f"paths.output_dir={run_dir}", f"paths.sweep_group={directory}"]
     log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
     metrics, _ = train(compose_train(overrides), callbacks=[ReportToTrial(trial, spec["metric"])])
@@ -184,17 +195,16 @@ def run_trial(trial: Any, spec: dict[str, Any], base: list[str], directory: Path
     return float(metrics[spec["metric"]])
 
 
-def search(overrides: list[str]) -> dict[str, Any]:
-    """Run (or resume) the study; returns {best_value, best_params, trials, experiment}."""
-    import optuna
-
+def settings(overrides: list[str]) -> tuple[DictConfig, dict[str, Any], list[str]]:
+    """The training config, the checked search settings, the overrides trials share."""
     cfg = compose_train(overrides)
     if cfg.get("search") is None:
         known = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
         raise SearchError(f"no search configured: add hparams_search=<name> (one of "
                           f"{', '.join(known)})")
     spec = OmegaConf.to_container(cfg.search, resolve=True)
-    spec.setdefault("on_error", "continue")
+    for key, value in DEFAULTS.items():
+        spec.setdefault(key, value)
     check(spec)
     if spec["metric"].startswith("test/"):
         raise SearchError(f"search.metric={spec['metric']}: a search must never choose on the "
@@ -203,50 +213,66 @@ def search(overrides: list[str]) -> dict[str, Any]:
     # trial gets its own output directory and the search's W&B group
     base = [o for o in overrides if not o.lstrip("+~").startswith(
         ("hparams_search=", "search.", "paths.output_dir=", "paths.sweep_group="))]
-    directory = Path(spec["dir"])
-    directory.mkdir(parents=True, exist_ok=True)
-    pruner = optuna.pruners.MedianPruner(**spec["pruner"]) if spec.get("pruner") \
+    return cfg, spec, base
+
+
+DEFAULTS = {"on_error": "continue", "workers": 1, "max_trials": None, "heartbeat_interval": 30,
+            "grace_period": 120}
+
+
+def pruner(spec: dict[str, Any]) -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(**spec["pruner"]) if spec.get("pruner") \
         else optuna.pruners.NopPruner()
-    study = optuna.create_study(study_name=spec["study_name"], storage=spec["storage"],
-                                direction=spec["direction"], load_if_exists=True, pruner=pruner,
-                                sampler=trial_seeded_tpe(spec["seed"]))
-    log.info("study %s (%s): %d trial(s) stored; adding %d", spec["study_name"],
-             spec["storage"], len(study.trials), spec["n_trials"])
-    for _ in range(spec["n_trials"]):
-        trial = study.ask()
-        try:
-            value = run_trial(trial, spec, base, directory)
-        except optuna.TrialPruned as e:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            log.info("trial %d pruned: %s", trial.number, e)
-            continue
-        except (Exception, KeyboardInterrupt) as e:
-            # stored FAIL with its reason, never left RUNNING; stop or go on as configured
-            reason = f"{type(e).__name__}: {e}".removesuffix(": ")
-            trial.set_user_attr("fail_reason", reason)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            if isinstance(e, (KeyboardInterrupt, *CONFIG_ERRORS)) or spec["on_error"] == "stop":
-                raise
-            log.warning("trial %d failed, going on (search.on_error=continue): %s",
-                        trial.number, " ".join(reason.split()))
-            continue
-        study.tell(trial, value)
-        log.info("trial %d: %s %.4f", trial.number, spec["metric"], value)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def search(overrides: list[str]) -> dict[str, Any]:
+    """Run (or resume) the study; returns {best_value, best_params, trials, experiment}."""
+    import optuna
+
+    cfg, spec, base = settings(overrides)
+    Path(spec["dir"]).mkdir(parents=True, exist_ok=True)
+    study = open_study(spec, trial_seeded_tpe(spec["seed"]), pruner(spec))
+    workers = spec["workers"]
+    log.info("study %s (%s): %d trial(s) stored; adding %d with %d worker(s)",
+             spec["study_name"], shown(spec["storage"]), len(study.trials), spec["n_trials"],
+             workers)
+    # N workers side by side: each its share of the cores (threads=auto), as joblib's jobs
+    extra = [f"threads={worker_threads(workers)}"] \
+        if workers > 1 and cfg.get("threads") == "auto" else []
+    budget = Budget(spec["n_trials"], workers)
+    if workers == 1:
+        worker(spec, base, extra, 0, budget, study)
+    else:
+        run_workers(worker, (spec, base, extra), budget, study, spec)
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
-        failed = [t.user_attrs["fail_reason"] for t in study.trials
+        failed = [t.user_attrs["fail_reason"] for t in trials
                   if t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs]
         last = f"; the last failure: {failed[-1]}" if failed else ""
         raise SearchError(f"no trial completed (all pruned or failed{last}); widen "
                           f"search.params or set search.pruner=null")
-    path = best_experiment(study, spec, base, directory / "experiment" /
+    path = best_experiment(study, spec, base, Path(spec["dir"]) / "experiment" /
                            f"{spec['study_name']}_best.yaml")
+    states = {s.name: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
     result = {"best_value": study.best_value, "best_params": study.best_params,
-              "best_trial": study.best_trial.number, "trials": len(study.trials),
-              "experiment": str(path)}
+              "best_trial": study.best_trial.number, "trials": len(trials),
+              "states": {k: v for k, v in states.items() if v}, "experiment": str(path)}
     log.info("best: trial %d, %s %.4f, %s -> %s", study.best_trial.number, spec["metric"],
              study.best_value, study.best_params, path)
     return result
+
+
+def worker(spec: dict[str, Any], base: list[str], extra: list[str], index: int,
+           budget: Budget, study: Any = None) -> None:
+    """One of search.workers processes (its own connection to the study), or the search's
+    own process where it has one worker: trials until the command's budget is spent."""
+    if study is None:
+        study = open_study(spec, trial_seeded_tpe(spec["seed"]), pruner(spec))
+    trial_loop(study, lambda trial: run_trial(trial, spec, base, extra), spec, index, budget,
+               stops=CONFIG_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
