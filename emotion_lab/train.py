@@ -115,8 +115,7 @@ def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict
     clock = next((c.state_dict() for c in trainer.callbacks if isinstance(c, TrainingClock)),
                  None)
     # fast_dev_run and runs without a checkpoint callback keep the last weights
-    best = (trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback
-            else "") or None
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     val_probs, val_extras = predict_split(trainer, model, datamodule.val_dataloader(), best)
     # the best weights are loaded into `model` now; test needs no second checkpoint read
     test_probs, test_extras = predict_split(trainer, model, datamodule.test_dataloader(), None)

@@ -165,3 +165,25 @@ def test_a_missing_checkpoint_is_named_and_last_without_one_starts_fresh(make_cf
         train(make_cfg(f"ckpt_path={tmp_path / 'nope.ckpt'}"))
     metrics, _ = train(make_cfg("ckpt_path=last"))  # nothing to resume yet: from scratch
     assert metrics["global_steps"] == 10
+
+
+def test_a_run_started_by_hand_never_resumes_an_old_checkpoint(make_cfg, tmp_path, monkeypatch):
+    """ckpt_path=auto (the default) into a directory that holds a stopped run's last.ckpt: a
+    run started by hand is refused, with what to do, before anything is built or written; it
+    neither resumes that run nor starts over on top of it."""
+    from emotion_lab.errors import ConfigError
+    from emotion_lab.train import train
+
+    for name in [k for k in os.environ if k.startswith(("SLURM_", "SUBMITIT_"))]:
+        monkeypatch.delenv(name)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    torch.save({"global_step": 12, "launcher_job": "7_0"}, last)
+    before = last.read_bytes()
+    with pytest.raises(ConfigError) as refused:
+        train(make_cfg())
+    message = str(refused.value)
+    assert "started by hand" in message and "job 7_0" in message
+    assert "ckpt_path=last" in message and "ckpt_path=null" in message  # what to do
+    assert last.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
