@@ -36,11 +36,12 @@ class PreemptAt(L.Callback):
     """At the end of each training step in `steps` (once each: marker files in the run
     directory; before Lightning's checkpoint callbacks run), this job is sent its preemption
     signal, as SLURM sends it signal_delay_s before a time
-    limit: by SLURM (`scancel --signal=USR2 <job>`), or by the process itself (via=self);
-    then it waits until the signal has arrived. Loaded by jobs through PYTHONPATH=tests."""
+    limit: by SLURM (`scancel --signal=USR2 <job>`), or by the process itself (via=self;
+    or SIGTERM, what a preemption sends: name=TERM); then it waits until the signal has
+    arrived. Loaded by jobs through PYTHONPATH=tests."""
 
-    def __init__(self, steps: list[int], via: str = "slurm"):
-        self.steps, self.via = list(steps), via
+    def __init__(self, steps: list[int], via: str = "slurm", name: str = "USR2"):
+        self.steps, self.via, self.name = list(steps), via, name
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         marker = Path(trainer.default_root_dir) / f".preempted_at_{trainer.global_step}"
@@ -48,9 +49,10 @@ class PreemptAt(L.Callback):
             return
         marker.write_text("")
         if self.via == "self":
-            os.kill(os.getpid(), signal.SIGUSR2)
+            os.kill(os.getpid(), getattr(signal, f"SIG{self.name}"))
         else:
-            subprocess.run(["scancel", "--signal=USR2", launcher_job()], check=True, timeout=60)
+            subprocess.run(["scancel", f"--signal={self.name}", launcher_job()], check=True,
+                           timeout=60)
         watcher = next(c for c in trainer.callbacks if isinstance(c, SaveOnPreemption))
         deadline = time.monotonic() + 60
         while not watcher.noted and time.monotonic() < deadline:
@@ -92,14 +94,17 @@ def same_results(got: Path, expected: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["USR2", "TERM"])
 def test_a_preempted_job_saves_at_once_and_its_requeued_self_resumes(make_cfg, tmp_path,
-                                                                     monkeypatch):
-    """The job's preemption signal during step 14: last.ckpt is written at its end (not at a
-    4-step save), stamped with the job id, then submitit's handler is called (here
-    a stand-in that records it and exits as submitit's does); the same job started again
+                                                                     monkeypatch, name):
+    """A submitit job's preemption signal (USR2) during step 14: last.ckpt is written at its
+    end (not at a 4-step save), stamped with the job id, then submitit's handler is called
+    (here a stand-in that records it and exits as submitit's does). SIGTERM (a preemption
+    without the user signal): the same save, then Lightning stops the run and the handler is
+    not called (SLURM requeues a preempted job itself). The same job started again
     (ckpt_path=auto, the default) resumes there and ends as a job never stopped."""
-    for name in [k for k in os.environ if k.startswith(("SLURM_", "SUBMITIT_"))]:
-        monkeypatch.delenv(name)
+    for variable in [k for k in os.environ if k.startswith(("SLURM_", "SUBMITIT_"))]:
+        monkeypatch.delenv(variable)
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
     monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "4242")
     monkeypatch.syspath_prepend(str(TESTS))
@@ -109,26 +114,31 @@ def test_a_preempted_job_saves_at_once_and_its_requeued_self_resumes(make_cfg, t
         requeued.append(signum)
         sys.exit(-1)
 
-    before = signal.signal(signal.SIGUSR2, submitit_handler)
+    def submitit_bypass(signum, frame):  # submitit's SIGTERM handler: a log line
+        pass
+
+    before = {signal.SIGUSR2: signal.signal(signal.SIGUSR2, submitit_handler),
+              signal.SIGTERM: signal.signal(signal.SIGTERM, submitit_bypass)}
     try:
-        whole, _ = train(make_cfg(*TRAIN, output_dir=tmp_path / "whole"))
+        train(make_cfg(*TRAIN, output_dir=tmp_path / "whole"))
         preempt = ("+callbacks.preempt._target_=test_cluster.PreemptAt",
-                   "+callbacks.preempt.steps=[14]", "+callbacks.preempt.via=self")
+                   "+callbacks.preempt.steps=[14]", "+callbacks.preempt.via=self",
+                   f"+callbacks.preempt.name={name}")
         run_dir = tmp_path / "preempted"
         with pytest.raises(SystemExit):
             train(make_cfg(*TRAIN, *preempt, output_dir=run_dir))
-        assert requeued == [signal.SIGUSR2]
+        assert requeued == ([signal.SIGUSR2] if name == "USR2" else [])
         checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
         assert checkpoint["global_step"] == 14 and checkpoint[JOB_KEY] == "4242"
         assert not (run_dir / "metrics.json").exists()
 
         train(make_cfg(*TRAIN, *preempt, output_dir=run_dir))  # the requeued job
-        assert requeued == [signal.SIGUSR2]
+        assert len(requeued) == (name == "USR2")
         same_results(run_dir, tmp_path / "whole")
         assert not (run_dir / "checkpoints" / "last.ckpt").exists()
-        assert whole["global_steps"] == 30
     finally:
-        signal.signal(signal.SIGUSR2, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 # ------------------------------------------------------------------ on a SLURM cluster
@@ -174,6 +184,11 @@ def record(name: str, figures: dict) -> None:
         return
     path = Path(path)
     everything = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    everything["cluster"] = subprocess.run(
+        ["sinfo", "-h", "-o", "partition %P: %D node(s), %c CPUs, %m MB, gres %G"],
+        capture_output=True, text=True, timeout=30).stdout.strip()
+    everything["rerun"] = ("EMOTION_LAB_CLUSTER_FIGURES=benchmarks/results/slurm_cluster.json "
+                           "python -m pytest -q -m slow tests/test_cluster.py -k slurm")
     everything[name] = figures
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(everything, indent=2) + "\n", encoding="utf-8")
@@ -268,6 +283,8 @@ def test_a_preempted_slurm_job_is_requeued_and_ends_as_if_never_stopped(
     requeues = re.findall(rf"^submitit INFO .* - Requeued job {jobs[0]} ", submitit_log, re.M)
     assert len(requeues) == 2, submitit_log[-3000:]
     record("preempted_job", {
+        "command": "python -m emotion_lab.train " + " ".join(args).replace(
+            str(goemotions_dir), "<fixture data>").replace(str(sweep), "<sweep>"),
         "jobs": {"preempted": jobs[0], "uninterrupted": jobs[1]},
         "signals": "scancel --signal=USR2 <job> in steps 14 and 23 (of 30, 10 per epoch)",
         "saved_at_steps": [int(s) for s in saves],
