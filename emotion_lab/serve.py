@@ -29,6 +29,7 @@ import asyncio
 import os
 import sys
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 from emotion_lab.cli import CliError, parse_key_values, run_face
@@ -199,7 +200,9 @@ async def disconnected(raw) -> None:
         pass
 
 
-def load(args: dict[str, Any]) -> EmotionClassifier:
+def load(args: dict[str, Any], threads: int | None = None) -> EmotionClassifier:
+    """The classifier the settings ask for; `threads`: ONNX Runtime's intra-op threads (its
+    default counts the machine's cores, not the ones this process may use)."""
     if args["runtime"] == "onnx":
         if not args["export_dir"]:
             raise CliError("runtime=onnx needs export_dir=... (python -m emotion_lab.export "
@@ -207,7 +210,15 @@ def load(args: dict[str, Any]) -> EmotionClassifier:
         if args["precision"] not in ("fp32", "int8"):
             raise CliError(f"precision={args['precision']}: runtime=onnx runs fp32 or int8")
         file = "model.int8.onnx" if args["precision"] == "int8" else "model.onnx"
-        return load_onnx(args["export_dir"], file, batch_size=args["batch_size"])
+        clf = load_onnx(args["export_dir"], file, batch_size=args["batch_size"])
+        if threads:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            clf.model.session = ort.InferenceSession(
+                str(Path(args["export_dir"]) / file), options, providers=["CPUExecutionProvider"])
+        return clf
     if not args["run_dir"]:
         raise CliError("run_dir=... required (run_dir: a directory written by python -m "
                        "emotion_lab.train)")
@@ -230,8 +241,9 @@ def run(argv: list[str]) -> None:
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(args["threads"] or cores or 1)
-    clf = load(args)
+    threads = args["threads"] or cores or 1
+    torch.set_num_threads(threads)
+    clf = load(args, threads)
     batcher = Batcher(lambda texts, answers: clf.score(texts, answers=answers),
                       args["gather_texts"], args["max_wait_ms"], args["queue_texts"])
     app = create_app(clf, args["max_chars"], args["max_batch"], args["max_words"],

@@ -146,7 +146,7 @@ def test_a_client_that_disconnects_costs_nothing_more(live):
     assert gate.entered.wait(30)  # the worker is busy with it
     with pytest.raises(httpx.ReadTimeout):  # gives up waiting and closes the connection
         httpx.post(f"{url}/analyze", json={"text": TEXTS[:5]}, timeout=1.0)
-    wait_until(lambda: batcher.dropped == 5)
+    wait_until(lambda: batcher.dropped == 5, 15)
     assert batcher.queued == 0
     gate.opened.set()
     held.join(timeout=30)
