@@ -73,8 +73,9 @@ def get_json(url: str) -> dict[str, Any]:
         return json.load(r)
 
 
-def start(command: list[str], port: int, cores: set[int]) -> subprocess.Popen:
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def start(command: list[str], port: int, cores: set[int], log: Path) -> subprocess.Popen:
+    # a file, not a pipe: uvicorn's access log would fill a pipe nobody reads, and block
+    server = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                               preexec_fn=pinned(cores))
     deadline = time.monotonic() + 180
     while True:
@@ -84,7 +85,7 @@ def start(command: list[str], port: int, cores: set[int]) -> subprocess.Popen:
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                raise RuntimeError(server.stdout.read().decode()[-3000:]) from None
+                raise RuntimeError(log.read_text(errors="replace")[-3000:]) from None
             time.sleep(0.5)
 
 
@@ -107,7 +108,8 @@ def load_server(args: argparse.Namespace, name: str, command: list[str], script:
                 server_cores: set[int], client_cores: set[int]) -> list[dict[str, Any]]:
     port = free_port()
     server = start([*command, f"port={port}"] if command[1] == "-m"
-                   else [*command, "--port", str(port)], port, server_cores)
+                   else [*command, "--port", str(port)], port, server_cores,
+                   script.parent / f"server_{port}.log")
     rows = []
     try:
         wrk(port, 16, args.warmup, script, client_cores)  # untimed: caches, allocator
@@ -158,12 +160,15 @@ def offline_throughput(runtime: str, run: Path, export: Path, threads: int) -> N
     texts = read_json(run / "test_texts.json")[:2000]
     clf.scores(texts[:256])  # warm-up
     start = time.perf_counter()
-    clf.scores(texts)
+    probs = clf.scores(texts)
     print(f"OFFLINE {len(texts) / (time.perf_counter() - start):.3f}")
     start = time.perf_counter()  # what a server can batch: texts as they come, 16 at a time
     for at in range(0, 1024, 16):
         clf.scores(texts[at:at + 16])
     print(f"CHUNKS16 {1024 / (time.perf_counter() - start):.3f}")
+    import numpy as np
+
+    np.save(export / f"{runtime}_decisions.npy", clf.decide(probs))
 
 
 def serve_pipeline(run: Path, export: Path, port: int, threads: int) -> None:
@@ -262,6 +267,12 @@ def main() -> None:
         result["offline_texts_per_second"] = {r: offline(args, r, server_cores)
                                               for r in runtimes}
         print(json.dumps(result["offline_texts_per_second"]), flush=True)
+        import numpy as np
+
+        reference = np.load(args.export_dir / "torch_decisions.npy")
+        result["same_label_sets_as_torch_fp32"] = {
+            r: float((np.load(args.export_dir / f"{r}_decisions.npy") == reference)
+                     .all(axis=1).mean()) for r in runtimes}
         serve = [sys.executable, "-m", "emotion_lab.serve", f"threads={threads}"]
         servers = [("batching on", [*serve, f"run_dir={args.run}"]),
                    ("batching off", [*serve, f"run_dir={args.run}", "batching=false"]),

@@ -5,7 +5,8 @@
     probs, extras = await batcher.submit(texts)          # from the web server's event loop
 
 Requests enqueue (texts, future); one worker thread takes up to `gather_texts` texts, waiting
-at most `max_wait_ms` after the oldest queued request for more, scores them in one call (the
+at most `max_wait_ms` after the oldest queued request for more (only once requests have come
+together: the last batch held more than one), scores them in one call (the
 predictor sorts them by token count into passes of its batch size) and resolves the futures.
 Only this thread runs forward passes, so torch's threads (one per core) are never fought over
 by the web server's. Two lanes: `analyze` first; `explain` (one pass per word, submitted in
@@ -78,6 +79,7 @@ class Batcher:
         self.closing = False
         self.thread: threading.Thread | None = None
         self.since_explain = 0
+        self.last_jobs = 0  # requests in the last batch
         # what GET /health reports
         self.batches, self.scored, self.dropped, self.rejected = 0, 0, 0, 0
         self.sizes: Counter[str] = Counter()
@@ -149,9 +151,12 @@ class Batcher:
                 self.cond.wait()
             if self.closing:
                 return None
+            # wait for company only where requests come together (the last batch held more
+            # than one): a lone client would only pay the wait
+            wait = self.max_wait if self.last_jobs > 1 else 0.0
             oldest = min(q[0].enqueued for q in self.lanes.values() if q)
             while (not self.closing and self.queued < self.gather_texts
-                   and (left := oldest + self.max_wait - time.monotonic()) > 0):
+                   and (left := oldest + wait - time.monotonic()) > 0):
                 self.cond.wait(left)
             analyze, explain = self.lanes["analyze"], self.lanes["explain"]
             if not analyze and not explain:  # all cancelled while waiting
@@ -164,6 +169,7 @@ class Batcher:
                 jobs.append(queue.popleft())
                 count += len(jobs[-1].texts)
             self.queued -= count
+            self.last_jobs = len(jobs)
             return lane, jobs
 
     def run(self) -> None:
