@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from emotion_lab.train import train
@@ -20,6 +21,7 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_multirun_writes_one_run_directory_per_job(goemotions_dir, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "adapter=full,frozen_head", "backbone=tiny",

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -35,7 +36,9 @@ def test_applying_a_run_imports_no_lightning_and_no_training_code():
     assert done.stdout.strip() == "[]", f"loaded: {done.stdout}"
 
 
-@pytest.mark.parametrize("face, args, says", [
+# (face, arguments, what its one line must name): through `python -m`, so each face's own
+# entry point is what answers
+BAD_COMMANDS = [
     ("train", ["adapter=no_such_adapter"], "no_such_adapter"),
     ("train", ["-m", "adapter=full,nope"], "nope"),
     ("train", ["backbone=tiny", "logger=none", "data.batch_size=abc"], "data.batch_size=abc"),
@@ -50,13 +53,20 @@ def test_applying_a_run_imports_no_lightning_and_no_training_code():
     ("evaluate", ["run_dir=/no/such/run"], "run_dir=/no/such/run: no such directory"),
     ("rationales", ["data_dir=.", "source=oracle"], "source=oracle"),
     ("search", ["hparams_search=minilm_lora", "search.n_trials=0"], "n_trials"),
-])
-def test_every_face_answers_a_user_error_with_one_line_and_exit_2(face, args, says, tmp_path):
-    done = python("-m", f"emotion_lab.{face}", *args, cwd=tmp_path)
-    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and says in errors[0], done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
+]
+
+
+def test_every_face_answers_a_user_error_with_one_line_and_exit_2(tmp_path):
+    # the commands run three at a time: each is mostly the interpreter's start and imports
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        done = list(pool.map(lambda case: python("-m", f"emotion_lab.{case[0]}", *case[1],
+                                                 cwd=tmp_path), BAD_COMMANDS))
+    for (face, args, says), result in zip(BAD_COMMANDS, done, strict=True):
+        command = f"{face} {' '.join(args)}"
+        assert result.returncode == 2, (command, result.returncode, result.stderr[-2000:])
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and says in errors[0], (command, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, command
 
 
 def test_a_model_folder_of_another_run_format_is_refused_with_what_to_do(tmp_path):
