@@ -79,7 +79,7 @@ def test_multirun_writes_one_variant_per_setting_and_the_report_reads_them(run_d
     bad = subprocess.run([sys.executable, "-m", "emotion_lab.evaluate",
                           f"run_dir={tmp_path / 'nowhere'}"], capture_output=True, text=True,
                          timeout=300)
-    assert bad.returncode == 2 and "no metrics.json" in bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "nowhere: no such directory" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stderr
 
 
