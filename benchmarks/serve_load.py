@@ -179,7 +179,6 @@ def serve_pipeline(run: Path, export: Path, port: int, threads: int) -> None:
     from transformers import pipeline
 
     from emotion_lab.inference.predictor import EmotionClassifier
-    from emotion_lab.inference.queued import results_of
     from emotion_lab.serve import create_app
 
     torch.set_num_threads(threads)
@@ -195,7 +194,7 @@ def serve_pipeline(run: Path, export: Path, port: int, threads: int) -> None:
             rows = pipe(texts, truncation=True, max_length=clf.max_length)
             probs = np.array([[{d["label"]: d["score"] for d in row}[name]
                                for name in clf.labels] for row in rows], dtype=np.float32)
-            return results_of(clf, probs, {}, top_k, threshold, all_scores)
+            return clf.results(probs, {}, top_k, threshold, all_scores)
 
     app = create_app(PipelineClassifier(), batching=False, runtime="transformers pipeline")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -134,6 +134,13 @@ class EmotionClassifier:
         run adds "answer" (what it wrote), "written" (the labels it names) and "rationale"."""
         check_options(top_k, threshold)
         probs, extras = self.score(self.check_texts(texts), progress)
+        return self.results(probs, extras, top_k, threshold, all_scores)
+
+    def results(self, probs: np.ndarray, extras: dict[str, list], top_k: int | None = None,
+                threshold: float | None = None,
+                all_scores: bool = False) -> list[dict[str, Any]]:
+        """What `predict` returns, from scores already computed (the service's batcher
+        scores many requests' texts at once, then answers each)."""
         chosen = self.decide(probs, threshold)
         results = []
         for i, (p, keep) in enumerate(zip(probs, chosen, strict=True)):

@@ -19,23 +19,6 @@ from emotion_lab.inference.occlusion import explain_text
 from emotion_lab.inference.predictor import EmotionClassifier
 
 
-def results_of(clf: EmotionClassifier, probs: np.ndarray, extras: dict[str, list],
-               top_k: int | None = None, threshold: float | None = None,
-               all_scores: bool = False) -> list[dict[str, Any]]:
-    """What `EmotionClassifier.predict` returns, from scores already computed."""
-    chosen = clf.decide(probs, threshold)
-    results = []
-    for i, (p, keep) in enumerate(zip(probs, chosen, strict=True)):
-        order = np.argsort(-p)
-        picked = order[:top_k] if top_k is not None else [j for j in order if keep[j]]
-        result: dict[str, Any] = {"emotions": [{"label": clf.labels[j], "score": float(p[j])}
-                                               for j in picked]}
-        if all_scores:
-            result["scores"] = dict(zip(clf.labels, map(float, p), strict=True))
-        results.append(result | clf.scorer.describe(extras, i))
-    return results
-
-
 class QueuedClassifier:
     def __init__(self, clf: EmotionClassifier, batcher: Batcher) -> None:
         self.clf, self.batcher = clf, batcher
@@ -46,7 +29,7 @@ class QueuedClassifier:
         check_options(top_k, threshold)
         texts = self.clf.check_texts(texts)
         probs, extras = await self.batcher.submit(texts, "analyze")
-        return results_of(self.clf, probs, extras, top_k, threshold, all_scores)
+        return self.clf.results(probs, extras, top_k, threshold, all_scores)
 
     async def explain(self, text: str, emotions: list[str] | None,
                       occlusion: str) -> dict[str, Any]:
