@@ -163,16 +163,17 @@ def teacher_forced(model: GenerativeModule, prompt: list[int], context: list[int
 @pytest.mark.parametrize(("name", "rationale"), [
     ("smollm2_135m", "none"), ("smollm2_135m", "before"), ("gpt2", "none"),
     ("t5_small", "none"), ("t5_small", "before")])
-def test_label_scores_equal_a_separate_teacher_forced_computation(name, rationale, folders,
+def test_first_label_scores_equal_a_separate_teacher_forced_computation(name, rationale, folders,
                                                                   goemotions_dir,
                                                                   rationale_dir):
     model, batch = module_and_batch(name, folders, rationale_dir if rationale != "none"
-                                    else goemotions_dir, f"model.prompt.rationale={rationale}")
+                                    else goemotions_dir, f"model.prompt.rationale={rationale}",
+                                    "model.scoring.method=first_label")
     generated = [" reasoning: thanks\nemotions: joy", " reasoning: x", None, "", "joy"] \
         if rationale == "before" else None
     contexts = model.contexts(generated, 5)
     logp = label_log_probs(model.model, batch["prompt_ids"], batch["prompt_mask"], contexts,
-                           model.label_ids, model.label_mask, model.tokenizer.pad_token_id,
+                           model.scoring.ids, model.scoring.mask, model.tokenizer.pad_token_id,
                            model.decoder_start_id)
     assert logp.shape == (5, len(EMOTIONS))
     words = model.tokenizer([" " + w for w in model.format.words],

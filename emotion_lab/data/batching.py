@@ -188,3 +188,27 @@ def mask_of(sequences: list[torch.Tensor], width: int, side: str) -> torch.Tenso
     if side == "left":
         return (positions >= width - lengths[:, None]).long()
     return (positions < lengths[:, None]).long()
+
+
+def cheapest_passes(lengths: list[int], batch_size: int, pass_tokens: int) -> list[slice]:
+    """Cut texts sorted by length into forward passes of at most `batch_size` so that padded
+    tokens plus `pass_tokens` per pass (a pass's fixed cost, in tokens' worth of compute) add
+    up least: an exact dynamic programme over the cut points, O(len · batch_size).
+
+    Plain chunks of `batch_size` pad every text to the longest of its chunk; in few texts of
+    mixed length (the service's batches, a short predict call) that padding is most of the
+    work, while one pass per text pays the fixed cost each time."""
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n  # best[j]: least cost of the first j texts
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[j - 1]  # sorted: the last text of a pass is its longest
+        for i in range(max(0, j - batch_size), j):
+            cost = best[i] + pass_tokens + (j - i) * longest
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    bounds, j = [], n
+    while j > 0:
+        bounds.append(slice(cut[j], j))
+        j = cut[j]
+    return bounds[::-1]

@@ -17,13 +17,8 @@ from emotion_lab.errors import BackboneError
 from emotion_lab.models.adapters import count_parameters, upcast_trainable
 from emotion_lab.models.backbones import load_tokenizer
 from emotion_lab.models.label_module import Collect, LabelModule, enable_checkpointing
-from emotion_lab.models.language import (
-    build_language_model,
-    generate_answers,
-    inner_model,
-    label_token_ids,
-    scores_from_prompts,
-)
+from emotion_lab.models.label_scores import LabelScores
+from emotion_lab.models.language import build_language_model, generate_answers, inner_model
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +29,7 @@ class GenerativeModule(LabelModule):
     def __init__(self, backbone: dict[str, Any], label_names: list[str], adapter: Any,
                  threshold_policy: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  prompt: dict[str, Any], generation: dict[str, Any], optimizer: Callable,
+                 scoring: dict[str, Any] | None = None,
                  scheduler: Callable | None = None, warmup_ratio: float = 0.1,
                  train_frequencies: list[float] | None = None,
                  problem_type: str = "multi_label", gradient_checkpointing: bool = False,
@@ -58,7 +54,7 @@ class GenerativeModule(LabelModule):
         log.info("model: %s writing its labels (%s), %s of %s parameters train (%.2f%%)",
                  backbone.get("name"), adapter.name, f"{self.trainable_params:,}",
                  f"{self.total_params:,}", 100 * self.trainable_params / self.total_params)
-        self.label_ids, self.label_mask = label_token_ids(self.tokenizer, self.format)
+        self.scoring = LabelScores.build(self.tokenizer, self.format, scoring, self.problem)
         config = inner_model(self.model).config
         self.decoder_start_id = getattr(config, "decoder_start_token_id", None)
         self.val_outputs = Collect()
@@ -75,8 +71,26 @@ class GenerativeModule(LabelModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.lm_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
-        return self.whole_batch_loss(loss, self.answer_tokens(batch))
+        n = len(batch["labels"])
+        total = self.whole_batch_loss(loss, self.answer_tokens(batch))
+        if self.scoring.method == "yes_no":  # teach the per-label answers too
+            raw = self.scoring.raw(self.model, self.tokenizer, self.format, batch["prompt_ids"],
+                                   batch["prompt_mask"], self.taught_answers(batch))
+            yes_no = self.scoring.loss(raw, batch["labels"])
+            self.log("train/yes_no_loss", yes_no, batch_size=n)
+            total = total + self.scoring.weight * self.whole_batch_loss(yes_no, n)
+            loss = loss + self.scoring.weight * yes_no
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return total
+
+    def taught_answers(self, batch: dict[str, torch.Tensor]) -> list[str] | None:
+        """The target answers as text where the rationale comes first: the yes/no questions
+        follow the taught rationale, as at evaluation they follow the model's own."""
+        if self.format.rationale != "before":
+            return None
+        ids = batch["target_ids"].masked_fill(batch["target_ids"] == -100,
+                                              self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     def answer_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The tokens lm_loss averages over, so that DDP ranks are weighed by them: one
@@ -91,12 +105,16 @@ class GenerativeModule(LabelModule):
         texts = [self.format.label_context(g) for g in (generated or [None] * n)]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
+    @torch.no_grad()
     def label_scores(self, batch: dict[str, torch.Tensor],
                      generated: list[str] | None = None) -> torch.Tensor:
-        """(B, K) probabilities from the model's likelihood of each label's words."""
-        return scores_from_prompts(self.model, self.tokenizer, self.format, batch["prompt_ids"],
-                                   batch["prompt_mask"], generated, self.label_ids,
-                                   self.label_mask)
+        """(B, K) per-label probabilities (models/label_scores.py)."""
+        return self.scoring.probabilities(self.scoring.raw(
+            self.model, self.tokenizer, self.format, batch["prompt_ids"], batch["prompt_mask"],
+            generated))
+
+    def on_validation_epoch_start(self) -> None:
+        self.scoring.calibrate_to(self.model, self.tokenizer, self.format, self.device)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self.lm_loss(batch)
@@ -105,8 +123,12 @@ class GenerativeModule(LabelModule):
         self.val_outputs.update(self.label_scores(batch, generated), batch["labels"])
 
     def answers(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        from emotion_lab.models.answer_grammar import is_constrained
+
+        constrain_to = self.format if is_constrained(self.hparams.generation) else None
         return generate_answers(self.model, self.tokenizer, batch["prompt_ids"],
-                                batch["prompt_mask"], self.hparams.generation["max_new_tokens"])
+                                batch["prompt_mask"], self.hparams.generation["max_new_tokens"],
+                                constrain_to)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         with torch.autocast(self.device.type, enabled=False):  # fp32 arrays, as classifiers
@@ -118,3 +140,4 @@ class GenerativeModule(LabelModule):
 
     def on_predict_start(self) -> None:
         self.model.float()
+        self.scoring.calibrate_to(self.model, self.tokenizer, self.format, self.device)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emotion_lab.data.batching import cheapest_passes
 from emotion_lab.data.prompts import PromptFormat, truncate_texts
 from emotion_lab.data.types import Problem
 from emotion_lab.errors import ConfigError, ExportError
@@ -108,7 +109,8 @@ class Generative(ModelKind):
         return model_cfg["prompt"]
 
     def spec(self, model_cfg: dict[str, Any]) -> dict[str, Any]:
-        return {"prompt": model_cfg["prompt"], "generation": model_cfg["generation"]}
+        return {"prompt": model_cfg["prompt"], "generation": model_cfg["generation"],
+                "scoring": model_cfg.get("scoring")}
 
     def build(self, spec: dict[str, Any]) -> nn.Module:
         from emotion_lab.models.language import build_language_model
@@ -151,6 +153,9 @@ def kind_of(name: str) -> ModelKind:
     return KINDS[name]
 
 
+PASS_TOKENS = 64
+
+
 class HeadScorer(Scorer):
     """A classifier's scores: texts batched by token count, sigmoid (softmax for single-label
     tasks) over its logits. `model` is a torch module or anything that answers like one (an
@@ -160,6 +165,9 @@ class HeadScorer(Scorer):
                  device: torch.device, autocast: torch.dtype | None) -> None:
         self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
         self.problem, self.device, self.autocast = problem, device, autocast
+        # a pass's fixed cost in padded tokens' worth, for cutting texts into passes
+        # (benchmarks/pass_cost.py measures it: MiniLM, fp32, one CPU thread)
+        self.pass_tokens = PASS_TOKENS
 
     @torch.inference_mode()
     def __call__(self, texts: list[str], batch_size: int, progress: Progress = None,
@@ -170,8 +178,8 @@ class HeadScorer(Scorer):
                                                       max_length=self.max_length)["input_ids"]]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
         probs: dict[int, np.ndarray] = {}
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for part in cheapest_passes([lengths[i] for i in order], batch_size, self.pass_tokens):
+            idx = order[part]
             # tokenising again costs ~3% of the forward passes; tokenizer.pad on the first
             # encoding would warn that it is the slower path for fast tokenizers
             enc = self.tokenizer([texts[i] for i in idx], truncation=True,
@@ -193,20 +201,29 @@ class AnswerScorer(Scorer):
 
     def __init__(self, model: nn.Module, tokenizer, spec: dict[str, Any],
                  device: torch.device) -> None:
-        from emotion_lab.models.language import label_token_ids
+        from emotion_lab.models.label_scores import LabelScores
 
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.max_length = int(spec["backbone"].get("max_length") or 128)
         self.format = PromptFormat.from_config(spec["prompt"], spec["labels"])
-        self.label_ids, self.label_mask = label_token_ids(tokenizer, self.format)
+        # runs from before model.scoring existed scored the first label
+        scoring = spec.get("scoring") or {"method": "first_label"}
+        self.scoring = LabelScores.build(tokenizer, self.format, scoring,
+                                         Problem(spec["problem_type"]))
         self.max_new_tokens = int(spec["generation"]["max_new_tokens"])
+        from emotion_lab.models.answer_grammar import is_constrained
+
+        # answers kept to the label set (runs saved before the setting: free, as evaluated)
+        self.constrain_to = self.format if is_constrained(spec["generation"]) else None
         self.tokenizer.padding_side = "left"  # prompts are continued on the right
+        with torch.inference_mode():
+            self.scoring.calibrate_to(model, tokenizer, self.format, device)
 
     def __call__(self, texts: list[str], batch_size: int, progress: Progress = None,
                  answers: bool = True) -> tuple[np.ndarray, dict[str, list]]:
         """With answers=False only the scores (generated anyway where the rationale comes
         first: the label scores read the model's own rationale)."""
-        from emotion_lab.models.language import generate_answers, scores_from_prompts
+        from emotion_lab.models.language import generate_answers
 
         generate = answers or self.format.rationale == "before"
         probs, written = [], []
@@ -217,16 +234,18 @@ class AnswerScorer(Scorer):
             enc = self.tokenizer(prompts, padding=True, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 got = generate_answers(self.model, self.tokenizer, enc["input_ids"],
-                                       enc["attention_mask"], self.max_new_tokens) \
+                                       enc["attention_mask"], self.max_new_tokens,
+                                       self.constrain_to) \
                     if generate else None
-                scores = scores_from_prompts(self.model, self.tokenizer, self.format,
-                                             enc["input_ids"], enc["attention_mask"], got,
-                                             self.label_ids, self.label_mask)
+                scores = self.scoring.probabilities(self.scoring.raw(
+                    self.model, self.tokenizer, self.format, enc["input_ids"],
+                    enc["attention_mask"], got))
             probs.append(scores.float().cpu().numpy())
             written.extend(got or [""] * len(chunk))
             if progress is not None:
                 progress(len(chunk))
-        out = np.concatenate(probs) if probs else np.zeros((0, len(self.label_ids)), np.float32)
+        out = np.concatenate(probs) if probs else \
+            np.zeros((0, len(self.format.label_names)), np.float32)
         return out, {"answer": written}
 
     def describe(self, extras: dict[str, list], i: int) -> dict[str, Any]:

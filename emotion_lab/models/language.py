@@ -6,12 +6,9 @@ with its answer (data/prompts.py: label names, optionally a rationale); the loss
 the answer's tokens only. Evaluation gets two things from it:
 
 - per-label scores, for thresholds, calibration, PR-AUC and the report exactly as for a
-  classifier: a softmax over the labels of each label's per-token log-likelihood right
-  after the labels prefix (teacher-forced; every label of a batch in one pass over the
-  prompt's cached keys and values; with the rationale first, after the model's own
-  rationale). Raw likelihoods would be tiny and favour short labels by many orders of
-  magnitude (per token, no label is penalised for its length); renormalised they lie on
-  the 0-1 scale that threshold policies search;
+  classifier (models/label_scores.py), read off short continuations of the prompt
+  (`continuation_logits`: every label of a batch in one pass over the prompt's cached keys
+  and values; with the rationale first, after the model's own rationale);
 - generated answers (greedy), parsed back into labels and a rationale.
 
 `trainer.max_epochs=0` evaluates the untrained model with the same prompt and parser: the
@@ -93,83 +90,81 @@ def _gather_label_logprobs(first: torch.Tensor, rest: torch.Tensor, label_ids: t
     return scores
 
 
-@torch.no_grad()
-def label_log_probs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                    contexts: list[list[int]], label_ids: torch.Tensor,
-                    label_mask: torch.Tensor, pad_id: int,
-                    decoder_start_id: int | None = None) -> torch.Tensor:
-    """(B, K) log p(label k's tokens | prompt b, context b), teacher-forced.
+def continuation_logits(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                        contexts: list[list[int]], ids: torch.Tensor, mask: torch.Tensor,
+                        pad_id: int, decoder_start_id: int | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits of K continuations (`ids`, (K, T), right-padded) of every prompt b and its
+    context b: `first` (B, V), the logits before continuation token 0, and `rest`
+    (B*K, T, V), row b*K+k's logits after each of its tokens. Gradients flow (training).
 
     Causal LMs read prompt + context once (left-padded, positions from the mask), then all K
-    labels continue from the cached keys and values, repeated K times. Seq2seq LMs encode
-    the prompt once and decode [start] + context + label for every label."""
+    continuations go on from the cached keys and values, repeated K times. Seq2seq LMs encode
+    the prompt once and decode [start] + context + continuation for every k."""
     lm = inner_model(model)
-    b, (k, t) = len(contexts), label_ids.shape
-    label_ids, label_mask = label_ids.to(prompt_ids.device), label_mask.to(prompt_ids.device)
+    b, (k, t) = len(contexts), ids.shape
+    ids, mask = ids.to(prompt_ids.device), mask.to(prompt_ids.device)
     if lm.config.is_encoder_decoder:
         encoded = lm.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)
         starts = [[decoder_start_id] + c for c in contexts]
         empty = torch.zeros((b, 0), dtype=torch.long, device=prompt_ids.device)
         dec_ids, dec_mask = _left_join(empty, empty, starts, pad_id)
         width = dec_ids.shape[1]
-        ids = torch.cat([dec_ids.repeat_interleave(k, 0), label_ids.repeat(b, 1)], 1)
-        mask = torch.cat([dec_mask.repeat_interleave(k, 0), label_mask.repeat(b, 1)], 1)
+        joined = torch.cat([dec_ids.repeat_interleave(k, 0), ids.repeat(b, 1)], 1)
+        joined_mask = torch.cat([dec_mask.repeat_interleave(k, 0), mask.repeat(b, 1)], 1)
         encoded.last_hidden_state = encoded.last_hidden_state.repeat_interleave(k, 0)
         logits = lm(encoder_outputs=encoded, attention_mask=prompt_mask.repeat_interleave(k, 0),
-                    decoder_input_ids=ids, decoder_attention_mask=mask).logits
-        first = logits.view(b, k, *logits.shape[1:])[:, 0, width - 1]
-        return _gather_label_logprobs(first, logits[:, width:], label_ids, label_mask, b)
-    ids, mask = _left_join(prompt_ids, prompt_mask, contexts, pad_id)
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+                    decoder_input_ids=joined, decoder_attention_mask=joined_mask).logits
+        return logits.view(b, k, *logits.shape[1:])[:, 0, width - 1], logits[:, width:]
+    joined, joined_mask = _left_join(prompt_ids, prompt_mask, contexts, pad_id)
+    out = lm(input_ids=joined, attention_mask=joined_mask, position_ids=_positions(joined_mask),
+             use_cache=True)
     cache = out.past_key_values
     cache.batch_repeat_interleave(k)
-    next_position = mask.sum(-1, keepdim=True)  # the first label token's position
+    next_position = joined_mask.sum(-1, keepdim=True)  # the first continuation's position
     positions = (next_position + torch.arange(t, device=ids.device)).repeat_interleave(k, 0)
-    full_mask = torch.cat([mask.repeat_interleave(k, 0), label_mask.repeat(b, 1)], 1)
+    full_mask = torch.cat([joined_mask.repeat_interleave(k, 0), mask.repeat(b, 1)], 1)
     # transformers 5.2x names the argument `cache`; earlier releases `past_key_values`
     name = "cache" if "cache" in inspect.signature(lm.forward).parameters \
         else "past_key_values"
-    rest = lm(input_ids=label_ids.repeat(b, 1), attention_mask=full_mask,
-              position_ids=positions, use_cache=False, **{name: cache}).logits
-    return _gather_label_logprobs(out.logits[:, -1], rest, label_ids, label_mask, b)
+    rest = lm(input_ids=ids.repeat(b, 1), attention_mask=full_mask, position_ids=positions,
+              use_cache=False, **{name: cache}).logits
+    return out.logits[:, -1], rest
+
+
+@torch.no_grad()
+def label_log_probs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                    contexts: list[list[int]], label_ids: torch.Tensor,
+                    label_mask: torch.Tensor, pad_id: int,
+                    decoder_start_id: int | None = None) -> torch.Tensor:
+    """(B, K) log p(label k's tokens | prompt b, context b), teacher-forced."""
+    first, rest = continuation_logits(model, prompt_ids, prompt_mask, contexts, label_ids,
+                                      label_mask, pad_id, decoder_start_id)
+    return _gather_label_logprobs(first, rest, label_ids.to(first.device),
+                                  label_mask.to(first.device), len(contexts))
 
 
 @torch.no_grad()
 def generate_answers(model: nn.Module, tokenizer, prompt_ids: torch.Tensor,
-                     prompt_mask: torch.Tensor, max_new_tokens: int) -> list[str]:
-    """Greedy answers to left-padded prompts, decoded without special tokens."""
+                     prompt_mask: torch.Tensor, max_new_tokens: int,
+                     constrain_to: PromptFormat | None = None) -> list[str]:
+    """Greedy answers to left-padded prompts, decoded without special tokens. With
+    `constrain_to`, every answer keeps to that format's grammar (models/answer_grammar.py:
+    known labels, each at most once, the separator, the end), so it always parses."""
+    from transformers import LogitsProcessorList
+
+    from emotion_lab.models.answer_grammar import AnswerGrammar
+
     lm = inner_model(model)
+    processors = LogitsProcessorList() if constrain_to is None else LogitsProcessorList(
+        [AnswerGrammar.of(tokenizer, constrain_to).processor(max_new_tokens)])
     config = copy.deepcopy(lm.generation_config)
     # greedy and bounded, whatever sampling settings the checkpoint ships with
     config.update(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                   temperature=None, top_p=None, top_k=None,
                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     # generate derives position ids from the mask, as label_log_probs does
-    out = lm.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+    out = lm.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
+                      logits_processor=processors)
     new = out if lm.config.is_encoder_decoder else out[:, prompt_ids.shape[1]:]
     return tokenizer.batch_decode(new, skip_special_tokens=True)
-
-
-def label_token_ids(tokenizer, fmt: PromptFormat) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, T) token ids of each label's word as written after the prefix (a leading space,
-    as in the answers taught), right-padded, and their mask."""
-    words = [" " + w for w in fmt.words]
-    return _right_padded(tokenizer(words, add_special_tokens=False)["input_ids"],
-                         tokenizer.pad_token_id)
-
-
-def scores_from_prompts(model: nn.Module, tokenizer, fmt: PromptFormat,
-                        prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                        generated: list[str] | None, label_ids: torch.Tensor,
-                        label_mask: torch.Tensor) -> torch.Tensor:
-    """(B, K) per-label scores: the softmax over labels of their log-likelihoods after the
-    labels prefix (after the model's own rationale when it comes first)."""
-    texts = [fmt.label_context(g) for g in (generated or [None] * len(prompt_ids))]
-    contexts = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    start = getattr(inner_model(model).config, "decoder_start_token_id", None)
-    logp = label_log_probs(model, prompt_ids, prompt_mask, contexts, label_ids, label_mask,
-                           tokenizer.pad_token_id, start)
-    # per token: summed, a 5-token label starts ~25 nats behind a 1-token one on an untrained
-    # model, and its softmax score (1e-14) falls below any threshold a policy can fit
-    per_token = logp / label_mask.sum(-1).to(logp)
-    return torch.softmax(per_token, -1)
