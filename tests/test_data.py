@@ -370,3 +370,36 @@ def test_datamodule_tokenises_the_fixture(cfg):
     assert batch["input_ids"][batch["attention_mask"] == 0].eq(tokenizer.pad_token_id).all()
     seen = flatten(b["index"].tolist() for b in dm.train_dataloader())
     assert sorted(seen) == list(range(50))
+
+
+def test_cheapest_passes_matches_every_way_of_cutting_a_few_texts():
+    """The dynamic programme finds the least padded tokens + fixed cost per pass: checked
+    against all 2^(n-1) ways of cutting sorted lengths into passes of at most batch_size."""
+    import itertools
+
+    from emotion_lab.data.batching import cheapest_passes
+
+    def cost(lengths, parts, pass_tokens):
+        return sum(pass_tokens + (p.stop - p.start) * lengths[p.stop - 1] for p in parts)
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 9))
+        lengths = sorted(rng.integers(3, 60, n).tolist())
+        batch_size, pass_tokens = int(rng.integers(1, 6)), int(rng.integers(0, 80))
+        got = cheapest_passes(lengths, batch_size, pass_tokens)
+        assert [i for p in got for i in range(p.start, p.stop)] == list(range(n))
+        assert all(p.stop - p.start <= batch_size for p in got)
+        best = min(
+            cost(lengths, parts, pass_tokens)
+            for cuts in itertools.product([False, True], repeat=n - 1)
+            for parts in [[slice(a, b) for a, b in zip(
+                [0] + [i + 1 for i, c in enumerate(cuts) if c],
+                [i + 1 for i, c in enumerate(cuts) if c] + [n], strict=True)]]
+            if all(p.stop - p.start <= batch_size for p in parts))
+        assert cost(lengths, got, pass_tokens) == best
+    # texts of one length: full passes; a huge fixed cost: as few passes as the size allows
+    assert len(cheapest_passes([10] * 10, 4, 1)) == 3
+    assert cheapest_passes([5, 6, 60, 61], 4, 0) == [slice(0, 1), slice(1, 2), slice(2, 3),
+                                                     slice(3, 4)]
+    assert cheapest_passes([5, 6, 60, 61], 4, 10_000) == [slice(0, 4)]
