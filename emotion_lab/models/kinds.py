@@ -153,7 +153,7 @@ def kind_of(name: str) -> ModelKind:
     return KINDS[name]
 
 
-PASS_TOKENS = 64
+PASS_TOKENS = 32
 
 
 class HeadScorer(Scorer):
@@ -215,6 +215,7 @@ class AnswerScorer(Scorer):
 
         # answers kept to the label set (runs saved before the setting: free, as evaluated)
         self.constrain_to = self.format if is_constrained(spec["generation"]) else None
+        self.one_label = Problem(spec["problem_type"]).single_label
         self.tokenizer.padding_side = "left"  # prompts are continued on the right
         with torch.inference_mode():
             self.scoring.calibrate_to(model, tokenizer, self.format, device)
@@ -235,7 +236,7 @@ class AnswerScorer(Scorer):
             with torch.inference_mode():
                 got = generate_answers(self.model, self.tokenizer, enc["input_ids"],
                                        enc["attention_mask"], self.max_new_tokens,
-                                       self.constrain_to) \
+                                       self.constrain_to, self.one_label) \
                     if generate else None
                 scores = self.scoring.probabilities(self.scoring.raw(
                     self.model, self.tokenizer, self.format, enc["input_ids"],
