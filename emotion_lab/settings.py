@@ -139,6 +139,8 @@ RULES: dict[str, Rule] = {
     "data.source.test_fraction": FRACTION,
     "data.source.min_agreement": Int(1),
     "data.source.from_hub": Rule("bool"),
+    "data.source.examples.*": Int(1),  # data=synthetic
+    "data.source.max_labels": Int(1),
     "data.clean.min_chars": Int(0),
     "data.clean.min_words": Int(0),
     "data.clean.neutral_share": Float(0, 1, nullable=True),
@@ -155,6 +157,7 @@ RULES: dict[str, Rule] = {
     "model.optimizer.lr": Float(0, open=True),
     "model.optimizer.weight_decay": Float(0),
     "model.warmup_ratio": PROBABILITY,
+    "model.generation.constrained": Rule("bool"),
     "adapter.r": Int(1),
     "adapter.alpha": Float(0, open=True),
     "adapter.dropout": Float(0, 1),

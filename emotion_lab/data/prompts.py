@@ -42,7 +42,18 @@ class PromptFormat:
 
     `verbalizers` maps a label name to the word the model writes for it (IMDb's `neg` ->
     `negative`); labels not listed are written as their names, underscores as spaces.
-    `rationale`: none (labels only) | before | after the labels."""
+    `rationale`: none (labels only) | before | after the labels.
+
+    Order: a target lists its labels in label-index order (the data's label order), the
+    same every epoch: one answer per label set, so the loss does not spread over the k!
+    orders of k labels, and targets and parsing stay deterministic. Its cost, that a label
+    is taught to come first or later by its index, matters only to a score read at the
+    first position, not to per-label scores (model.scoring). The parser and constrained
+    decoding accept any order; the parser keeps the order written. Repeats: a label
+    written twice counts once (constrained decoding never writes one twice). Unknown words
+    are left out of the labels and reported (`Parsed.unknown`: the unknown-label rate);
+    `none_label` beside labels is ignored. An answer is unparseable (`found` false) when
+    it names no known label and is not `none_label`."""
 
     label_names: list[str]
     template: str = "Which emotions does this comment express?\nComment: {text}\nAnswer:"
@@ -100,36 +111,39 @@ class PromptFormat:
         the labels prefix; else the labels prefix alone."""
         if self.rationale != "before" or not generated:
             return self.labels_prefix
-        found = self._marker(self.labels_prefix).search(generated)
-        head = generated[:found.start()] if found else generated.rstrip() + "\n"
+        found = self.find(self.labels_prefix, generated)
+        head = generated[:found.start()].rstrip(" \t") if found else generated.rstrip() + "\n"
         return head + (self.labels_prefix.lstrip() if head.endswith("\n") else self.labels_prefix)
 
     @staticmethod
-    def _marker(prefix: str) -> re.Pattern:
-        """A prefix such as ' emotions:' found at the start of a line, any case and spacing."""
+    def find(prefix: str, text: str) -> re.Match | None:
+        """Where a prefix such as ' emotions:' stands in `text`, any case and spacing: the
+        first at the start of a line, else the first after a space (T5's tokenizer drops
+        newlines, so its answers run on one line: "reasoning: ... emotions: joy")."""
         word = re.escape(prefix.strip().rstrip(":").strip())
         if not word:  # no prefix configured: the answer is a bare label list
-            return re.compile(r"(?!)")
-        return re.compile(rf"(?im)^[ \t]*{word}[ \t]*:")
+            return None
+        return re.search(rf"(?im)^[ \t]*{word}[ \t]*:", text) or \
+            re.search(rf"(?i)(?<!\S){word}[ \t]*:", text)
 
-    def _section(self, text: str, marker: re.Pattern, other: re.Pattern) -> str | None:
-        """The text after `marker` up to `other` (or the end); None without the marker."""
-        found = marker.search(text)
+    def _section(self, text: str, prefix: str, other: str) -> str | None:
+        """The text after `prefix` up to `other` (or the end); None without the prefix."""
+        found = self.find(prefix, text)
         if found is None:
             return None
         rest = text[found.end():]
-        stop = other.search(rest)
+        stop = self.find(other, rest)
         return rest[:stop.start()] if stop else rest
 
     def parse(self, generated: str) -> Parsed:
         """Labels and rationale from generated text. Tolerates case, extra spaces, a missing
-        labels prefix when the answer is a bare label list, and unknown words (reported)."""
-        labels_at, reason_at = self._marker(self.labels_prefix), self._marker(
-            self.rationale_prefix)
-        section = self._section(generated, labels_at, reason_at)
-        rationale = self._section(generated, reason_at, labels_at)
+        labels prefix when the answer is a bare label list, an answer on one line (T5 drops
+        newlines), repeats (counted once) and unknown words (reported)."""
+        labels, reason = self.labels_prefix, self.rationale_prefix
+        section = self._section(generated, labels, reason)
+        rationale = self._section(generated, reason, labels)
         if section is None:  # a bare answer ("negative"), up to any reasoning
-            stop = reason_at.search(generated)
+            stop = self.find(reason, generated)
             section = generated[:stop.start()] if stop else generated
         line = section.strip().split("\n", 1)[0]
         names, unknown = [], []

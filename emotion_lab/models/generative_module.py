@@ -128,7 +128,7 @@ class GenerativeModule(LabelModule):
         constrain_to = self.format if is_constrained(self.hparams.generation) else None
         return generate_answers(self.model, self.tokenizer, batch["prompt_ids"],
                                 batch["prompt_mask"], self.hparams.generation["max_new_tokens"],
-                                constrain_to)
+                                constrain_to, self.problem.single_label)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
         with torch.autocast(self.device.type, enabled=False):  # fp32 arrays, as classifiers

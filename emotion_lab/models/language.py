@@ -147,17 +147,19 @@ def label_log_probs(model: nn.Module, prompt_ids: torch.Tensor, prompt_mask: tor
 @torch.no_grad()
 def generate_answers(model: nn.Module, tokenizer, prompt_ids: torch.Tensor,
                      prompt_mask: torch.Tensor, max_new_tokens: int,
-                     constrain_to: PromptFormat | None = None) -> list[str]:
+                     constrain_to: PromptFormat | None = None,
+                     one_label: bool = False) -> list[str]:
     """Greedy answers to left-padded prompts, decoded without special tokens. With
     `constrain_to`, every answer keeps to that format's grammar (models/answer_grammar.py:
-    known labels, each at most once, the separator, the end), so it always parses."""
+    known labels, each at most once, the separator, the end; `one_label`: exactly one
+    label, for single-label tasks), so it always parses."""
     from transformers import LogitsProcessorList
 
     from emotion_lab.models.answer_grammar import AnswerGrammar
 
     lm = inner_model(model)
     processors = LogitsProcessorList() if constrain_to is None else LogitsProcessorList(
-        [AnswerGrammar.of(tokenizer, constrain_to).processor(max_new_tokens)])
+        [AnswerGrammar.of(tokenizer, constrain_to, one_label).processor(max_new_tokens)])
     config = copy.deepcopy(lm.generation_config)
     # greedy and bounded, whatever sampling settings the checkpoint ships with
     config.update(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
