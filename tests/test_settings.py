@@ -129,6 +129,7 @@ def test_every_rule_names_a_key_some_shipped_config_has():
     keys = set()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for name, extra in [("train", ["adapter=lora"]), ("train", ["adapter=frozen_head"]),
+                            ("train", ["model=generative", "data=synthetic"]),
                             ("evaluate", []), ("rationales", [])]:
             raw = OmegaConf.to_container(compose(name, overrides=extra), resolve=False)
             keys |= set(settings._leaves(raw))
