@@ -9,6 +9,12 @@ Rules, in the order they run:
   word (case-insensitive) makes up more than half ("buy buy buy buy buy buy").
 - `dedupe`: drop exact duplicate texts within a split, keeping the first. Duplicates are
   always counted (`found.duplicates`, and how many of them disagree on labels).
+- `label_issues` / `outliers` (training split only; cleaning by meaning, data/meaning.py):
+  drop training examples whose labels disagree with their meaning (cleanlab on
+  cross-validated probabilities from sentence embeddings), and texts far from all others
+  (mean k-NN cosine distance above a quantile). They need an `embed` callable (texts ->
+  embeddings), which the prepare face builds from the backbone; `review` receives one row
+  per flagged example. An example both rules flag is counted as an outlier.
 - `neutral_share`: downsample training examples whose only label is `neutral_label` until
   they make up at most this share of the training split (seeded).
 - `drop_leakage`: drop val/test texts that also occur in the (cleaned) training split.
@@ -21,18 +27,22 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from emotion_lab.data import meaning
 from emotion_lab.data.types import SPLITS, DataError, LabelledData, Split
 
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {"min_chars": 0, "min_words": 0, "drop_url_only": False,
                             "drop_spam": False, "dedupe": False, "neutral_share": None,
-                            "neutral_label": "neutral", "drop_leakage": False}
-REMOVED = ("too_short", "url_only", "spam", "duplicates", "neutral_downsampled", "leakage")
+                            "neutral_label": "neutral", "drop_leakage": False,
+                            **meaning.RULES}
+REMOVED = ("too_short", "url_only", "spam", "duplicates", "outliers", "label_issues",
+           "neutral_downsampled", "leakage")
 URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 WORD_CHAR = re.compile(r"\w")
 
@@ -56,7 +66,7 @@ def _check(rules: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(rules) - set(DEFAULTS))
     if unknown:
         raise DataError(f"data.clean: unknown rule(s) {unknown}; known: {sorted(DEFAULTS)}.")
-    rules = {**DEFAULTS, **rules}
+    rules = {**DEFAULTS, **rules, **meaning.check_rules(rules)}
     share = rules["neutral_share"]
     if share is not None and not 0 < share < 1:
         raise DataError(f"data.clean.neutral_share={share}: expected a share between 0 and 1 "
@@ -118,10 +128,34 @@ def _downsample_neutral(split: Split, label_names: list[str], rules: dict[str, A
     return _filter(split, keep)
 
 
-def clean(data: LabelledData, rules: dict[str, Any] | None,
-          seed: int = 0) -> tuple[LabelledData, dict[str, dict]]:
-    """(cleaned data, per split {read, removed: {rule: n}, kept, found: {...}})."""
-    rules = _check(dict(rules or {}))
+def _by_meaning(data: LabelledData, split: Split, rules: dict[str, Any],
+                embed: meaning.Embed | None, seed: int, report: dict[str, Any],
+                review: list[dict[str, Any]] | None) -> Split:
+    on = [name for name in meaning.RULES if rules[name]["enabled"]]
+    if not on:
+        return split
+    if embed is None:
+        raise DataError(f"data.clean.{on[0]}.enabled=true needs the backbone's embeddings, "
+                        f"which python -m emotion_lab.prepare computes: prepare with it "
+                        f"(out_dir=<dir>), then train with data.dir=<dir>.")
+    flags = meaning.flag(split, data.label_names, rules, embed, seed)
+    report["found"] |= flags.found
+    report["by_meaning"] = flags.details
+    report["removed"]["outliers"] = int(flags.outlier.sum())
+    report["removed"]["label_issues"] = int((flags.label_issue & ~flags.outlier).sum())
+    if review is not None:
+        review.extend(flags.review)
+    return split.select(np.flatnonzero(~(flags.outlier | flags.label_issue)))
+
+
+def clean(data: LabelledData, rules: dict[str, Any] | None, seed: int = 0,
+          embed: meaning.Embed | None = None,
+          review: list[dict[str, Any]] | None = None) -> tuple[LabelledData, dict[str, dict]]:
+    """(cleaned data, per split {read, removed: {rule: n}, kept, found: {...}}). `embed`:
+    texts -> embeddings, needed by label_issues and outliers; `review`, where given,
+    receives one row per training example they flag."""
+    rules = _check({k: dict(v) if isinstance(v, Mapping) else v
+                    for k, v in dict(rules or {}).items()})
     report: dict[str, dict] = {}
     splits: dict[str, Split] = {}
     for name in SPLITS:
@@ -129,6 +163,8 @@ def clean(data: LabelledData, rules: dict[str, Any] | None,
         found = {"duplicates": 0, "duplicates_label_conflicts": 0}
         splits[name] = _per_split(data.splits[name], rules, removed, found)
         report[name] = {"read": len(data.splits[name]), "removed": removed, "found": found}
+    splits["train"] = _by_meaning(data, splits["train"], rules, embed, seed, report["train"],
+                                  review)
     if rules["neutral_share"] is not None:
         splits["train"], report["train"]["removed"]["neutral_downsampled"] = \
             _downsample_neutral(splits["train"], data.label_names, rules, seed)

@@ -5,6 +5,7 @@ to the chosen taxonomy, tokenised once per run, served in length-grouped batches
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,7 @@ from emotion_lab.data.batching import (
     TokenizedSplit,
 )
 from emotion_lab.data.cleaning import clean
+from emotion_lab.data.meaning import Embed
 from emotion_lab.data.prepared import is_prepared, read_prepared
 from emotion_lab.data.prompts import PromptFormat, truncate_texts
 from emotion_lab.data.taxonomy import apply_taxonomy
@@ -43,7 +45,8 @@ class TextDataModule(L.LightningDataModule):
 
     `dir` holding train.parquet (a prepared directory) wins over `source`. `prompt` (a
     generative model's prompt config, data/prompts.py): serve prompts and target answers
-    instead of classifier inputs.
+    instead of classifier inputs. `embed` (texts -> embeddings): what cleaning by meaning
+    (data.clean.label_issues / outliers) needs; the prepare face passes the backbone's.
     """
 
     def __init__(self, tokenizer, source: Any = None, dir: str | None = None,
@@ -51,7 +54,8 @@ class TextDataModule(L.LightningDataModule):
                  clean: dict[str, Any] | None = None, max_length: int = 128,
                  batch_size: int = 32, eval_batch_size: int = 128, num_workers: int = 0,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
-                 seed: int = 0, prompt: dict[str, Any] | None = None):
+                 seed: int = 0, prompt: dict[str, Any] | None = None,
+                 embed: Embed | None = None):
         super().__init__()
         check_count("data.max_length", max_length)
         check_count("data.batch_size", batch_size)
@@ -63,7 +67,10 @@ class TextDataModule(L.LightningDataModule):
         self.format: PromptFormat | None = None
         self.tokenizer, self.source, self.dir = tokenizer, source, dir
         self.taxonomy, self.eval_taxonomies = taxonomy, list(eval_taxonomies or [])
-        self.clean = dict(clean or {})
+        self.clean = {k: dict(v) if isinstance(v, Mapping) else v
+                      for k, v in dict(clean or {}).items()}
+        self.embed = embed  # texts -> embeddings, for cleaning by meaning (the prepare face's)
+        self.review: list[dict[str, Any]] = []  # the training examples that cleaning flagged
         self.max_length = max_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
@@ -91,7 +98,9 @@ class TextDataModule(L.LightningDataModule):
         else:
             raise DataError(f"data.dir={self.dir} is not a prepared directory and the data "
                             f"config names no source.")
-        data, cleaning = clean(data, self.clean, seed=self.seed)
+        self.review = []
+        data, cleaning = clean(data, self.clean, seed=self.seed, embed=self.embed,
+                               review=self.review)
         data = apply_taxonomy(data, self.taxonomy)
         self.report = {"source": data.source, "taxonomy": self.taxonomy,
                        "problem_type": data.problem_type, "labels": data.label_names,
