@@ -96,6 +96,12 @@ def _poolings() -> tuple:
     return tuple(dict.fromkeys((*POOLINGS, *HF_POOLINGS)))
 
 
+def _head_poolings() -> tuple:
+    from emotion_lab.models.heads import HEAD_POOLINGS, HF_POOLINGS
+
+    return tuple(dict.fromkeys((*HEAD_POOLINGS, *HF_POOLINGS)))
+
+
 def _taxonomies() -> tuple:
     from emotion_lab.data.taxonomy import available
 
@@ -157,8 +163,10 @@ RULES: dict[str, Rule] = {
     "backbone.dtype": Choice("float32", "bfloat16", "float16"),
     "backbone.lr.*": Float(0, open=True),
     "model.kind": Choice(among=_kinds),
-    "model.head.pooling": Choice(among=_poolings),
+    "model.head.pooling": Choice(among=_head_poolings),
     "model.head.dropout": Float(0, 1, nullable=True),
+    "model.head.hidden_size": Int(1, nullable=True),
+    "model.head.layers": Rule("list", also=("last", "all")),  # indices: heads.hidden_layers
     "model.loss.max_pos_weight": Float(0, open=True, nullable=True),
     "model.optimizer.lr": Float(0, open=True),
     "model.optimizer.weight_decay": Float(0),

@@ -232,7 +232,7 @@ def test_hidden_layer_head_builds_our_own_head():
 
 def test_unknown_pooling_is_rejected():
     with pytest.raises(ValueError, match="pooling"):
-        build("backbone=tiny", "model.head.pooling=max")
+        build("backbone=tiny", "model.head.pooling=median")  # max is a pooling now
 
 
 # ---------------------------------------------------------------- BERTweet tokenizer

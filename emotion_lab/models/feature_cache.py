@@ -1,9 +1,11 @@
-"""Frozen-backbone features: computed once per (backbone, data, max length, pooling), cached
-on disk, and served to the head in batches (adapter=frozen_head with emotion_lab's own head).
+"""Frozen-backbone features: computed once per (backbone, data, max length, pooling,
+layers), cached on disk, and served to the head in batches (adapter=frozen_head with
+emotion_lab's own head).
 
 A frozen backbone gives the same pooled vector for a text every epoch, so running it each
-epoch is wasted work; after one pass the head trains on (N, hidden) tensors in seconds.
-Features are computed in eval mode (no dropout inside the frozen backbone).
+epoch is wasted work; after one pass the head trains on (N, width) tensors in seconds, or
+(N, layers, width) where the head mixes several layers (model.head.layers). Features are
+computed in eval mode (no dropout inside the frozen backbone).
 """
 
 from __future__ import annotations
@@ -35,14 +37,18 @@ def _weights_stamp(source: str) -> list:
                   for f in folder.iterdir() if f.is_file())
 
 
-def cache_key(backbone: dict[str, Any], pooling: str, split: TokenizedSplit) -> str:
-    """Key of one split's features: backbone source and weights, pooling, and the token ids
-    themselves (so data, tokenizer and max length are all in it)."""
+def cache_key(backbone: dict[str, Any], pooling: str, split: TokenizedSplit,
+              layers: tuple[int, ...] | None = None) -> str:
+    """Key of one split's features: backbone source and weights, pooling, the hidden states
+    read (`layers`, PooledClassifier.layers; None: the last, whose key is the one files had
+    before layers could be chosen), and the token ids themselves (so data, tokenizer and max
+    length are all in it)."""
     source = resolve_source(backbone["model"], backbone.get("local_package"))
-    digest = hashlib.sha256(json.dumps({
-        "source": source, "weights": _weights_stamp(source), "pooling": pooling,
-        "random_init": backbone.get("random_init"), "seed": RANDOM_INIT_SEED,
-    }, sort_keys=True, default=str).encode())
+    facts = {"source": source, "weights": _weights_stamp(source), "pooling": pooling,
+             "random_init": backbone.get("random_init"), "seed": RANDOM_INIT_SEED}
+    if layers is not None:
+        facts["layers"] = list(layers)
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode())
     for ids in split.input_ids:
         digest.update(ids.numpy().tobytes())
         digest.update(b"|")
@@ -52,14 +58,18 @@ def cache_key(backbone: dict[str, Any], pooling: str, split: TokenizedSplit) -> 
 @torch.inference_mode()
 def encode(model: PooledClassifier, split: TokenizedSplit, batch_size: int = 128,
            desc: str = "features") -> torch.Tensor:
-    """(N, hidden) pooled features, in the split's order; length-sorted batches pad little."""
+    """(N, width) pooled features, or (N, layers, width) where the head mixes layers, in the
+    split's order; length-sorted batches pad little."""
     was_training = model.training
     model.eval()
     order = torch.argsort(split.lengths, descending=True)
-    out = torch.empty(len(split), model.config.hidden_size)
+    out = torch.empty(0, model.config.hidden_size)
     for chunk in tqdm(order.split(batch_size), desc=desc, leave=False):
         batch = split.collate(chunk.tolist())
-        out[chunk] = model.pool(batch["input_ids"], batch["attention_mask"]).float()
+        pooled = model.pool(batch["input_ids"], batch["attention_mask"]).float()
+        if len(out) != len(split):  # the width follows the pooling: known from the first
+            out = torch.empty(len(split), *pooled.shape[1:])
+        out[chunk] = pooled
     model.train(was_training)
     return out
 
@@ -73,7 +83,7 @@ def cached_features(model: PooledClassifier, tokenized: dict[str, TokenizedSplit
     folder.mkdir(parents=True, exist_ok=True)
     features = {}
     for name, split in tokenized.items():
-        path = folder / f"{cache_key(backbone, model.pooling, split)}.pt"
+        path = folder / f"{cache_key(backbone, model.pooling, split, model.layers)}.pt"
         if path.is_file():
             features[name] = torch.load(path)
             log.info("%s features: %d cached in %s", name, len(split), path)

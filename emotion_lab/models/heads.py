@@ -15,6 +15,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from emotion_lab.models.backbones import load_backbone, load_tokenizer
 
 POOLINGS = ("cls", "mean", "last")
+# what emotion_lab's own head pools besides (model.head.pooling): the element-wise max over
+# real tokens, and the mean and the max side by side (twice the width)
+HEAD_POOLINGS = (*POOLINGS, "max", "mean_max")
 # what each backbone family's HF sequence-classification class pools (backbone.hf_head_pooling):
 # BERT-style encoders [CLS]; decoders (Llama, Qwen2, GPT-2) the last non-pad token; T5 the
 # decoder's state at the last </s>
@@ -29,7 +32,43 @@ def uses_hf_head(head: dict[str, Any], backbone: dict[str, Any] | None = None) -
     if kind in ("hf", "pooled"):
         return kind == "hf"
     hf_pooling = (backbone or {}).get("hf_head_pooling", "cls")
-    return head["pooling"] == hf_pooling and not head.get("hidden_size")
+    return head["pooling"] == hf_pooling and not head.get("hidden_size") and \
+        head.get("layers", "last") == "last"
+
+
+def hidden_layers(layers: Any, num_layers: int) -> tuple[int, ...] | None:
+    """The hidden-state indices model.head.layers names (`all`, or a list of indices,
+    negative from the end), 0 (the embeddings' output) to `num_layers` (the last layer's);
+    None for `last` (the last_hidden_state, as always). More than `last` is mixed by a
+    learned ScalarMix."""
+    if layers in (None, "last"):
+        return None
+    if layers == "all":
+        return tuple(range(num_layers + 1))
+    if not isinstance(layers, list | tuple) or not layers or not all(
+            isinstance(i, int) and not isinstance(i, bool) and -num_layers - 1 <= i <= num_layers
+            for i in layers):
+        raise ValueError(f"model.head.layers={layers}: expected last, all or a list of hidden-"
+                         f"state indices from 0 (the embeddings) to {num_layers} (the last "
+                         f"layer), or negative from the end.")
+    picked = tuple(i % (num_layers + 1) for i in layers)
+    if len(set(picked)) != len(picked):
+        raise ValueError(f"model.head.layers={layers}: names a layer twice.")
+    return picked
+
+
+class ScalarMix(nn.Module):
+    """ELMo's scalar mix (Peters et al., 2018): gamma * sum_l softmax(w)_l * h_l over
+    (batch, layers, width) features. The weights start equal (w = 0), gamma at 1."""
+
+    def __init__(self, num_layers: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        mix = torch.softmax(self.weights, dim=0).to(features.dtype)
+        return self.gamma * (features * mix[None, :, None]).sum(dim=1)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -39,36 +78,64 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class PooledClassifier(nn.Module):
-    """Encoder + pooling (cls or mean over real tokens) + `classifier`, for heads HF lacks."""
+    """Encoder + pooling (cls, mean or max over real tokens) + `classifier`, for heads HF
+    lacks. With `layers` other than last, every named hidden state is pooled and the
+    classifier starts with a ScalarMix of them (so cached (N, layers, width) features feed
+    it as they are)."""
 
     def __init__(self, encoder: nn.Module, num_labels: int, pooling: str, dropout: float,
-                 hidden_size: int | None = None):
+                 hidden_size: int | None = None, layers: Any = "last"):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"model.head.pooling={pooling!r}: expected one of {POOLINGS} "
+        if pooling not in HEAD_POOLINGS:
+            raise ValueError(f"model.head.pooling={pooling!r}: expected one of {HEAD_POOLINGS} "
                              "(cls: the first token, mean: every real token, last: the last "
-                             "real token, for decoders).")
+                             "real token, for decoders, max: the largest value over real "
+                             "tokens, mean_max: mean and max side by side).")
         self.encoder, self.pooling = encoder, pooling
+        self.layers = None if layers in (None, "last") else \
+            hidden_layers(layers, encoder.config.num_hidden_layers)
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None  # unused here; DDP refuses parameters without gradients
         self.config = encoder.config  # PEFT reads model.config
-        width = encoder.config.hidden_size
-        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        width = encoder.config.hidden_size * (2 if pooling == "mean_max" else 1)
+        layers: list[nn.Module] = [ScalarMix(len(self.layers))] if self.layers else []
+        layers.append(nn.Dropout(dropout))
         if hidden_size:
             layers += [nn.Linear(width, hidden_size), nn.GELU(), nn.Dropout(dropout)]
             width = hidden_size
         self.classifier = nn.Sequential(*layers, nn.Linear(width, num_labels))
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The pooled encoder output the classifier reads (what the feature cache stores)."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """The pooled encoder output the classifier reads (what the feature cache stores):
+        (batch, width), or (batch, layers, width) where the head mixes layers."""
+        if self.layers is None:
+            hidden = self.encoder(input_ids=input_ids,
+                                  attention_mask=attention_mask).last_hidden_state
+            return self.pool_tokens(hidden, attention_mask)
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              output_hidden_states=True).hidden_states
+        return torch.stack([self.pool_tokens(states[i], attention_mask) for i in self.layers],
+                           dim=1)
+
+    def pool_tokens(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One layer's (batch, tokens, hidden) states pooled to (batch, width)."""
         if self.pooling == "cls":
             return hidden[:, 0]
         if self.pooling == "last":  # a decoder's only token that has read the whole text
             return hidden[torch.arange(len(hidden), device=hidden.device),
                           last_token_index(attention_mask)]
+        if self.pooling == "max":
+            return self.max_pool(hidden, attention_mask)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        if self.pooling == "mean_max":
+            return torch.cat([mean, self.max_pool(hidden, attention_mask)], dim=-1)
+        return mean
+
+    @staticmethod
+    def max_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pad = attention_mask.unsqueeze(-1) == 0
+        return hidden.masked_fill(pad, torch.finfo(hidden.dtype).min).amax(dim=1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 **_: Any) -> SequenceClassifierOutput:
@@ -117,6 +184,9 @@ def build_classifier(backbone: dict[str, Any], label_names: list[str], head: dic
               # HF's name; it also picks sigmoid or softmax in transformers' pipeline
               "problem_type": f"{problem_type}_classification"}
     hf_head = uses_hf_head(head, backbone)
+    if hf_head and head.get("layers", "last") != "last":
+        raise ValueError(f"model.head.type=hf reads the last layer only; model.head.layers="
+                         f"{head['layers']} needs emotion_lab's head (model.head.type=pooled).")
     if hf_head and head["pooling"] != backbone.get("hf_head_pooling", "cls"):
         raise ValueError(f"model.head.type=hf: {backbone.get('name')}'s HF head pools "
                          f"{backbone.get('hf_head_pooling', 'cls')!r}, not "
@@ -134,5 +204,5 @@ def build_classifier(backbone: dict[str, Any], label_names: list[str], head: dic
     if hf_head:
         return model, list(backbone["head_modules"])
     classifier = PooledClassifier(model, len(label_names), head["pooling"], head["dropout"],
-                                  head.get("hidden_size"))
+                                  head.get("hidden_size"), head.get("layers", "last"))
     return classifier, ["classifier"]

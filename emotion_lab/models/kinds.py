@@ -93,10 +93,12 @@ class Classifier(ModelKind):
     def check_export(self, fmt: str, spec: dict[str, Any]) -> None:
         if fmt == "hf" and not uses_hf_head(spec["head"], spec["backbone"]):
             head = spec["head"]
+            layers = head.get("layers", "last")
             raise ExportError(
                 f"this run uses emotion_lab's own head (pooling={head['pooling']}"
-                f"{', hidden layer' if head.get('hidden_size') else ''}), which transformers "
-                f"has no class for, so no pipeline could load it. Export format=onnx "
+                f"{', hidden layer' if head.get('hidden_size') else ''}"
+                f"{f', model.head.layers={layers}' if layers != 'last' else ''}), which "
+                f"transformers has no class for, so no pipeline could load it. Export format=onnx "
                 f"(portable, any head), or train with model.head.type=hf for an HF head.")
 
 
