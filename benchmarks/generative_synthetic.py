@@ -32,6 +32,8 @@ KINDS = {"classifier head": ["model=default"],
          "generative, yes/no scores": ["model=generative"],
          "generative, first-label scores": ["model=generative",
                                             "model.scoring.method=first_label"]}
+RUN_NAMES = {"classifier head": "classifier", "generative, yes/no scores": "yes_no",
+             "generative, first-label scores": "first_label"}
 
 
 def position_recall(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
@@ -48,11 +50,33 @@ def position_recall(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarra
     return {str(k): (float(np.mean(v)) if v else None) for k, v in hits.items()}
 
 
+def write(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
+    """The JSON so far (after every run: an interrupted invocation keeps what it measured);
+    with --append, after the rows the file held when the invocation started."""
+    import torch
+
+    if not hasattr(args, "earlier"):
+        path = Path(args.out)
+        args.earlier = json.loads(path.read_text())["rows"] \
+            if args.append and path.exists() else []
+    out = {"machine": {"cpu": cpu_name(), "cores": 2, "torch": torch.__version__,
+                       "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())},
+           "settings": {"epochs": args.epochs, "lr": args.lr, "adapter": "full",
+                        "data": "synthetic (2,400 train, 300 val, 300 test)"},
+           "rows": args.earlier + rows}
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    return out["rows"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--families", nargs="+", default=list(BACKBONES))
+    parser.add_argument("--kinds", nargs="+", default=list(RUN_NAMES.values()),
+                        choices=list(RUN_NAMES.values()))
+    parser.add_argument("--append", action="store_true",
+                        help="add the rows to --out's (a run measured in several invocations)")
     parser.add_argument("--out_dir", default=str(ROOT / "outputs/issue28"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/generative_synthetic.json"))
     args = parser.parse_args()
@@ -64,7 +88,9 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "emotion_lab.testing.tiny_backbones", family,
                             str(folder)], check=True)
         for kind, overrides in KINDS.items():
-            run = out_dir / f"{family}_{kind.split(',')[-1].strip().replace(' ', '_')}"
+            if RUN_NAMES[kind] not in args.kinds:
+                continue
+            run = out_dir / f"{family}_{RUN_NAMES[kind]}"
             command = [sys.executable, "-m", "emotion_lab.train", "data=synthetic",
                        f"backbone={BACKBONES[family]}", f"backbone.model={folder}",
                        "adapter=full", f"backbone.lr.full={args.lr}",
@@ -92,14 +118,8 @@ def main() -> None:
                 row["unparseable_rate"] = metrics.get("test/generated/unparseable_rate")
             rows.append(row)
             print(json.dumps(row), flush=True)
-    import torch
-
-    out = {"machine": {"cpu": cpu_name(), "cores": 2, "torch": torch.__version__,
-                       "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())},
-           "settings": {"epochs": args.epochs, "lr": args.lr, "adapter": "full",
-                        "data": "synthetic (2,400 train, 300 val, 300 test)"},
-           "rows": rows}
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+            write(args, rows)
+    rows = write(args, rows)
     print("| backbone | run | test macro-F1 | answers macro-F1 | unparseable | recall 1st/2nd/3rd "
           "| s |\n| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
