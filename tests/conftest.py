@@ -139,6 +139,26 @@ def compose_train_cfg(data_dir: Path | str, output_dir: Path | str, *extra: str)
     return compose_config(*base, *extra)
 
 
+def generative_module_and_batch(name: str, folder: Path | str, data_dir: Path | str,
+                                *overrides: str, n: int = 5):
+    """A `model=generative` module on the tiny backbone in `folder` (config backbone=`name`),
+    in eval mode, and the first `n` validation examples of `data_dir` as one batch."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from emotion_lab.models.backbones import load_tokenizer
+
+    cfg = compose_train_cfg(data_dir, "/unused", f"backbone={name}", f"backbone.model={folder}",
+                            "model=generative", *overrides)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    datamodule = instantiate(cfg.data, tokenizer=load_tokenizer(config["backbone"]),
+                             prompt=config["model"]["prompt"])
+    datamodule.setup()
+    model = instantiate(cfg.model, label_names=datamodule.label_names,
+                        problem_type=datamodule.problem_type).eval()
+    return model, datamodule.val_dataloader().collate_fn(list(range(n)))
+
+
 @pytest.fixture
 def make_cfg(goemotions_dir, tmp_path):
     """make_cfg(*overrides, output_dir=None): the shrunk training config on the fixture data,

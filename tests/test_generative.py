@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import EMOTIONS, compose_train_cfg
+from conftest import EMOTIONS, compose_train_cfg, generative_module_and_batch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from emotion_lab.data.goemotions import GoEmotions
 from emotion_lab.data.prepared import write_prepared
@@ -129,18 +128,7 @@ def test_generated_answers_are_scored_and_unparseable_ones_counted():
 # --- per-label scores -----------------------------------------------------------------------
 
 def module_and_batch(name, folders, goemotions_dir, *overrides):
-    cfg = compose_train_cfg(goemotions_dir, "/unused", f"backbone={name}",
-                            f"backbone.model={folders[name]}", "model=generative", *overrides)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    from emotion_lab.models.backbones import load_tokenizer
-
-    datamodule = instantiate(cfg.data, tokenizer=load_tokenizer(config["backbone"]),
-                             prompt=config["model"]["prompt"])
-    datamodule.setup()
-    model = instantiate(cfg.model, label_names=datamodule.label_names,
-                        problem_type=datamodule.problem_type).eval()
-    batch = datamodule.val_dataloader().collate_fn(list(range(5)))
-    return model, batch
+    return generative_module_and_batch(name, folders[name], goemotions_dir, *overrides)
 
 
 def teacher_forced(model: GenerativeModule, prompt: list[int], context: list[int],

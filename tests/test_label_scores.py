@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import compose_train_cfg
-from hydra.utils import instantiate
+from conftest import compose_train_cfg, generative_module_and_batch
 from omegaconf import OmegaConf
 
 from emotion_lab.data.prompts import PromptFormat
@@ -27,16 +26,7 @@ def folders(tmp_path_factory):
 
 
 def module_and_batch(name, folders, data_dir, *overrides, n=6):
-    cfg = compose_train_cfg(data_dir, "/unused", f"backbone={name}",
-                            f"backbone.model={folders[name]}", "model=generative", *overrides)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    datamodule = instantiate(cfg.data, tokenizer=load_tokenizer(config["backbone"]),
-                             prompt=config["model"]["prompt"])
-    datamodule.setup()
-    model = instantiate(cfg.model, label_names=datamodule.label_names,
-                        problem_type=datamodule.problem_type).eval()
-    batch = datamodule.val_dataloader().collate_fn(list(range(n)))
-    return model, batch
+    return generative_module_and_batch(name, folders[name], data_dir, *overrides, n=n)
 
 
 def yes_share(model, prompt: list[int], context: list[int], question: list[int]) -> float:

@@ -53,15 +53,6 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _right_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r, dtype=torch.long), 1
-    return ids, mask
-
-
 def _left_join(prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, rows: list[list[int]],
                pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's real prefix tokens followed by its `rows` entry, left-padded again."""
