@@ -94,8 +94,12 @@ class LabelScores:
             prompt_mask: torch.Tensor, generated: list[str | None] | None) -> torch.Tensor:
         """yes_no: (B, K, 2) log-odds inputs (the yes and no logits); first_label: (B, K)
         per-token log-likelihoods. Gradients flow (training)."""
-        texts = [fmt.label_context(g) for g in (generated or [None] * len(prompt_ids))]
-        contexts = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if generated is None:  # every row continues the labels prefix: tokenised once
+            contexts = tokenizer([fmt.label_context(None)],
+                                 add_special_tokens=False)["input_ids"] * len(prompt_ids)
+        else:
+            contexts = tokenizer([fmt.label_context(g) for g in generated],
+                                 add_special_tokens=False)["input_ids"]
         start = getattr(inner_model(model).config, "decoder_start_token_id", None)
         first, rest = continuation_logits(model, prompt_ids, prompt_mask, contexts, self.ids,
                                           self.mask, tokenizer.pad_token_id, start)
