@@ -69,6 +69,7 @@ def test_yes_no_scores_do_not_compete_and_first_label_scores_do(folders, goemoti
     assert (sums > 5).all(), sums
 
 
+@pytest.mark.slow  # 40 optimiser steps: ~10 s
 def test_training_teaches_the_yes_no_answers(folders, goemotions_dir):
     """The training loss includes the yes/no answers, and their gradient reaches the model:
     a few steps on one batch make true labels score higher than false ones."""
