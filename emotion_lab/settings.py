@@ -179,6 +179,8 @@ RULES: dict[str, Rule] = {
     "adapter.alpha": Float(0, open=True),
     "adapter.dropout": Float(0, 1),
     "adapter.feature_batch_size": Int(1, nullable=True),
+    "adapter.cache_features": Rule("bool"),
+    "adapter.cache_every_state": Rule("bool"),
     "threshold.policy.step": Float(0, 1, open=True),
     "trainer.accelerator": Choice("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
     "trainer.devices": Int(1, also=("auto", -1)),

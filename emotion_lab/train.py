@@ -91,7 +91,8 @@ def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict
     if cfg.adapter.get("cache_features"):
         feature_seconds = use_cached_features(
             model.model, datamodule, config["backbone"], config["model"]["head"],
-            cfg.paths.cache_dir, cfg.adapter.get("feature_batch_size"))
+            cfg.paths.cache_dir, cfg.adapter.get("feature_batch_size"),
+            cfg.adapter.get("cache_every_state", False))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks + extra_callbacks,

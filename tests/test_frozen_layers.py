@@ -171,6 +171,31 @@ def test_features_of_every_layer_are_cached_once_and_reused(mixed_run, monkeypat
     torch.testing.assert_close(again["val"], datamodule.features["val"].features)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max"])
+@pytest.mark.parametrize("layers", ["last", "all", [0, 2]])
+def test_every_state_cache_serves_each_pooling_and_layers_from_one_pass(tiny, tmp_path,
+                                                                        pooling, layers):
+    encoder, split = tiny
+    _, config = build("adapter=frozen_head")
+    tokenized = {"val": split}
+    direct = encode(head(encoder, pooling, layers), split, batch_size=2)
+    # the first head computes the mean and max of every state; the second only cuts
+    first = head(encoder, "mean_max" if pooling != "mean_max" else "max", "all")
+    cached_features(first, tokenized, config["backbone"], tmp_path, every_state=True)
+    files = list((tmp_path / "features").glob("*.pt"))
+    assert len(files) == 1 and torch.load(files[0]).shape == (3, 3, 64)
+    asked = head(encoder, pooling, layers)
+    forward = asked.encoder.forward
+    asked.encoder.forward = lambda *a, **k: pytest.fail("the backbone ran again")
+    try:
+        cut = cached_features(asked, tokenized, config["backbone"], tmp_path, every_state=True)
+    finally:
+        asked.encoder.forward = forward
+    torch.testing.assert_close(cut["val"], direct, atol=1e-6, rtol=1e-5)
+    assert (asked.pooling, asked.layers) == (pooling, head(encoder, pooling, layers).layers)
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 1  # nothing cached twice
+
+
 def test_saved_run_reproduces_its_scores_and_learned_its_mix(mixed_run):
     root, _, _ = mixed_run
     run = root / "run"

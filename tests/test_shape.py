@@ -56,7 +56,7 @@ BAD_COMMANDS = [
 ]
 
 
-@pytest.mark.slow  # 14 interpreters at about 10 s each; tests/test_faces.py covers the faces in-process
+@pytest.mark.slow  # 14 interpreters, ~10 s each; tests/test_faces.py covers them in-process
 def test_every_face_answers_a_user_error_with_one_line_and_exit_2(tmp_path):
     # the commands run three at a time: each is mostly the interpreter's start and imports
     with ThreadPoolExecutor(max_workers=3) as pool:

@@ -73,6 +73,7 @@ class FrozenBackbone:
     name: str = "frozen_head"
     saves_adapter = False
     cache_features: bool = False
+    cache_every_state: bool = False  # one pass serves every pooling and layers (a head search)
     feature_batch_size: int | None = None  # head batches on cached features; None: data's
 
     def apply(self, model: nn.Module, head_modules: list[str], **_: object) -> nn.Module:

@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,31 +76,76 @@ def encode(model: PooledClassifier, split: TokenizedSplit, batch_size: int = 128
     return out
 
 
+# poolings whose features are slices of the mean and the max of every hidden state
+# (adapter.cache_every_state): one backbone pass serves every one of them, any layers
+EVERY_STATE_POOLINGS = ("mean", "max", "mean_max")
+
+
+@contextmanager
+def _reading_every_state(model: PooledClassifier) -> Iterator[tuple[int, ...]]:
+    """`model` pools the mean and max of every hidden state while inside."""
+    asked = model.pooling, model.layers
+    model.pooling = "mean_max"
+    model.layers = tuple(range(model.config.num_hidden_layers + 1))
+    try:
+        yield model.layers
+    finally:
+        model.pooling, model.layers = asked
+
+
+def _asked_of_every_state(features: torch.Tensor, model: PooledClassifier) -> torch.Tensor:
+    """The features `model` reads, cut out of (N, every state, mean and max) ones."""
+    last = features.shape[1] - 1
+    picked = features[:, list(model.layers or (last,))]  # an index list copies: the whole goes
+    width = features.shape[-1] // 2
+    if model.pooling == "mean":
+        picked = picked[..., :width]
+    elif model.pooling == "max":
+        picked = picked[..., width:]
+    return (picked if model.layers else picked[:, 0]).contiguous()
+
+
+def _load_or_encode(path: Path, model: PooledClassifier, split: TokenizedSplit,
+                    batch_size: int, name: str) -> torch.Tensor:
+    if path.is_file():
+        log.info("%s features: %d cached in %s", name, len(split), path)
+        return torch.load(path)
+    features = encode(model, split, batch_size, desc=f"{name} features")
+    tmp = path.with_suffix(".tmp")
+    torch.save(features, tmp)
+    tmp.replace(path)  # never leave a half-written file under the final name
+    log.info("%s features: %d computed, cached in %s", name, len(split), path)
+    return features
+
+
 def cached_features(model: PooledClassifier, tokenized: dict[str, TokenizedSplit],
                     backbone: dict[str, Any], cache_dir: str | Path,
-                    batch_size: int = 128) -> dict[str, torch.Tensor]:
+                    batch_size: int = 128, every_state: bool = False) -> dict[str, torch.Tensor]:
     """Each split's features, from `cache_dir/features/<key>.pt` when there, else computed
-    and stored there."""
+    and stored there. With `every_state`, a pooling in EVERY_STATE_POOLINGS is cut out of the
+    mean and max of every hidden state, computed (and stored) once for all of them: a search
+    over poolings and layers runs the backbone once."""
     folder = Path(cache_dir) / "features"
     folder.mkdir(parents=True, exist_ok=True)
     features = {}
     for name, split in tokenized.items():
         path = folder / f"{cache_key(backbone, model.pooling, split, model.layers)}.pt"
-        if path.is_file():
-            features[name] = torch.load(path)
-            log.info("%s features: %d cached in %s", name, len(split), path)
+        if path.is_file() or not every_state or model.pooling not in EVERY_STATE_POOLINGS:
+            features[name] = _load_or_encode(path, model, split, batch_size, name)
             continue
-        features[name] = encode(model, split, batch_size, desc=f"{name} features")
-        tmp = path.with_suffix(".tmp")
-        torch.save(features[name], tmp)
-        tmp.replace(path)  # never leave a half-written file under the final name
-        log.info("%s features: %d computed, cached in %s", name, len(split), path)
+        with _reading_every_state(model) as every:
+            whole = folder / f"{cache_key(backbone, 'mean_max', split, every)}.pt"
+            whole_features = _load_or_encode(whole, model, split, batch_size,
+                                             f"{name} (every state)")
+        features[name] = _asked_of_every_state(whole_features, model)
+        del whole_features
     return features
 
 
 def use_cached_features(model: torch.nn.Module, datamodule: TextDataModule,
                         backbone: dict[str, Any], head: dict[str, Any],
-                        cache_dir: str | Path, batch_size: int | None = None) -> float | None:
+                        cache_dir: str | Path, batch_size: int | None = None,
+                        every_state: bool = False) -> float | None:
     """Make `datamodule` serve cached features of the frozen backbone under `model`'s own
     head; returns the seconds the features took (near zero when cached), or None where the
     head is HF's own, which has no pooled output to cache and trains through the backbone."""
@@ -108,6 +155,6 @@ def use_cached_features(model: torch.nn.Module, datamodule: TextDataModule,
         return None
     start = time.perf_counter()
     features = cached_features(model, datamodule.tokenized, backbone, cache_dir,
-                               datamodule.eval_batch_size)
+                               datamodule.eval_batch_size, every_state)
     datamodule.use_features(features, batch_size)
     return time.perf_counter() - start
