@@ -102,6 +102,12 @@ def _head_poolings() -> tuple:
     return tuple(dict.fromkeys((*HEAD_POOLINGS, *HF_POOLINGS)))
 
 
+def _layer_mixes() -> tuple:
+    from emotion_lab.models.heads import LAYER_MIXES
+
+    return LAYER_MIXES
+
+
 def _taxonomies() -> tuple:
     from emotion_lab.data.taxonomy import available
 
@@ -167,6 +173,7 @@ RULES: dict[str, Rule] = {
     "model.head.dropout": Float(0, 1, nullable=True),
     "model.head.hidden_size": Int(1, nullable=True),
     "model.head.layers": Rule("list", also=("last", "all")),  # indices: heads.hidden_layers
+    "model.head.layer_mix": Choice(among=_layer_mixes),
     "model.loss.max_pos_weight": Float(0, open=True, nullable=True),
     "model.optimizer.lr": Float(0, open=True),
     "model.optimizer.weight_decay": Float(0),

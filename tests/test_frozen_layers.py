@@ -211,7 +211,30 @@ def test_saved_run_reproduces_its_scores_and_learned_its_mix(mixed_run):
         kind_of("classifier").check_export("hf", spec)
 
 
+def test_concat_weighs_each_layer_apart_and_its_run_reloads(goemotions_dir, tmp_path):
+    scalar, _ = build("adapter=frozen_head", "model.head.layers=all")
+    model, _ = build("adapter=frozen_head", "model.head.layers=all",
+                     "model.head.layer_mix=concat", "model.head.hidden_size=16")
+    first = model.classifier[2]  # flatten, dropout, then the hidden layer
+    assert isinstance(first, torch.nn.Linear) and first.in_features == 3 * 32
+    features = torch.randn(4, 3, 32)
+    swapped = features[:, [1, 0, 2]]
+    with torch.no_grad():  # a uniform mix cannot tell layers apart; concat can
+        torch.testing.assert_close(scalar.eval().classifier(features),
+                                   scalar.classifier(swapped))
+        assert not torch.allclose(model.eval().classifier(features), model.classifier(swapped))
+    run = tmp_path / "run"
+    train(compose_train_cfg(goemotions_dir, run, *MIXED, "model.head.layer_mix=concat"))
+    clf = EmotionClassifier.from_run(run, batch_size=7)
+    probs, _ = load_arrays(run, "test")
+    np.testing.assert_allclose(clf.scores(read_json(run / "test_texts.json")), probs,
+                               atol=1e-5)
+    assert read_spec(run / "model", ())["head"]["layer_mix"] == "concat"
+
+
 def test_bad_layers_are_refused_by_name():
+    assert any(p.startswith("model.head.layer_mix=sum") for p in settings.problems(
+        compose_config("paths.output_dir=/x", "model.head.layer_mix=sum")))
     assert any(p.startswith("model.head.layers=first") for p in settings.problems(
         compose_config("paths.output_dir=/x", "model.head.layers=first")))
     with pytest.raises(ValueError, match=r"model\.head\.layers=\[5\]"):

@@ -71,6 +71,9 @@ class ScalarMix(nn.Module):
         return self.gamma * (features * mix[None, :, None]).sum(dim=1)
 
 
+LAYER_MIXES = ("scalar", "concat")  # model.head.layer_mix
+
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position of each row's last real token, whichever side the padding is on."""
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
@@ -84,7 +87,8 @@ class PooledClassifier(nn.Module):
     it as they are)."""
 
     def __init__(self, encoder: nn.Module, num_labels: int, pooling: str, dropout: float,
-                 hidden_size: int | None = None, layers: Any = "last"):
+                 hidden_size: int | None = None, layers: Any = "last",
+                 layer_mix: str = "scalar"):
         super().__init__()
         if pooling not in HEAD_POOLINGS:
             raise ValueError(f"model.head.pooling={pooling!r}: expected one of {HEAD_POOLINGS} "
@@ -97,8 +101,16 @@ class PooledClassifier(nn.Module):
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None  # unused here; DDP refuses parameters without gradients
         self.config = encoder.config  # PEFT reads model.config
+        if layer_mix not in LAYER_MIXES:
+            raise ValueError(f"model.head.layer_mix={layer_mix!r}: expected one of {LAYER_MIXES}"
+                             " (scalar: a learned weight per layer, concat: side by side).")
         width = encoder.config.hidden_size * (2 if pooling == "mean_max" else 1)
-        layers: list[nn.Module] = [ScalarMix(len(self.layers))] if self.layers else []
+        layers: list[nn.Module] = []
+        if self.layers and layer_mix == "concat":
+            layers.append(nn.Flatten(start_dim=1))
+            width *= len(self.layers)
+        elif self.layers:
+            layers.append(ScalarMix(len(self.layers)))
         layers.append(nn.Dropout(dropout))
         if hidden_size:
             layers += [nn.Linear(width, hidden_size), nn.GELU(), nn.Dropout(dropout)]
@@ -204,5 +216,6 @@ def build_classifier(backbone: dict[str, Any], label_names: list[str], head: dic
     if hf_head:
         return model, list(backbone["head_modules"])
     classifier = PooledClassifier(model, len(label_names), head["pooling"], head["dropout"],
-                                  head.get("hidden_size"), head.get("layers", "last"))
+                                  head.get("hidden_size"), head.get("layers", "last"),
+                                  head.get("layer_mix", "scalar"))
     return classifier, ["classifier"]
