@@ -107,7 +107,7 @@ def _train(cfg: DictConfig, extra_callbacks: list) -> tuple[dict[str, Any], dict
     # fit, then predict validation and test with the best checkpoint
     steps = f" or {trainer.max_steps} steps" if trainer.max_steps > 0 else ""
     log.info("training: up to %s epoch(s)%s in batches of %d, %s", trainer.max_epochs, steps,
-             cfg.data.batch_size, precision)
+             datamodule.batch_size, precision)  # the head's own on cached features
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path,
                 weights_only=False)  # resuming reads our own pickled hparams

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 import numpy as np
@@ -85,13 +86,16 @@ def test_encode_matches_pooling_in_eval_mode(cached_runs):
     assert len(FeatureSplit(features, split.labels)) == len(split)
 
 
-def test_feature_batch_size_sets_head_batches(goemotions_dir, tmp_path):
+def test_feature_batch_size_sets_head_batches(goemotions_dir, tmp_path, caplog):
     from conftest import compose_train_cfg
 
-    _, objects = train(compose_train_cfg(goemotions_dir, tmp_path / "run", *MEAN,
-                                         "adapter.feature_batch_size=64"))
+    with caplog.at_level(logging.INFO, logger="emotion_lab.train"):
+        _, objects = train(compose_train_cfg(goemotions_dir, tmp_path / "run", *MEAN,
+                                             "adapter.feature_batch_size=64"))
     batch = next(iter(objects["datamodule"].train_dataloader()))
     assert batch["features"].shape[0] == 64
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training:")]
+    assert len(said) == 1 and "in batches of 64," in said[0], said  # the head's, not data's
 
 
 FEATURES = torch.randn(50, 4)
