@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--into", type=Path, required=True)
     args = parser.parse_args()
+    kept: dict[Path, Path] = {}  # destination -> run, all checked before anything is copied
     for run in find_runs(args.paths):
         if "evaluations" in run.parts:
             continue  # variants re-derive from their run with python -m emotion_lab.evaluate
@@ -43,6 +44,13 @@ def main() -> int:
             seed = OmegaConf.load(config).get("seed")
         name = metrics["adapter"].replace(" ", "") + ("" if seed is None else f"_seed{seed}")
         dest = args.into / str(metrics.get("taxonomy") or "original") / name
+        if dest in kept:  # one would overwrite the other
+            print(f"error: {kept[dest]} and {run} would both be kept as {dest}; keep runs "
+                  "that differ by more than seed and adapter into separate --into folders.",
+                  file=sys.stderr)
+            return 2
+        kept[dest] = run
+    for dest, run in kept.items():
         dest.mkdir(parents=True, exist_ok=True)
         raw_val = (run / "val_probs_uncalibrated.npy").is_file()
         for file in KEEP:
