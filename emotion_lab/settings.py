@@ -283,6 +283,10 @@ def _between_keys(cfg: DictConfig) -> list[str]:
             if looks_like_path(source):
                 found.append(f"{key}={source}: no such directory; give a folder with "
                              f"config.json and weights, or a hub id such as org/name")
+    head = OmegaConf.select(cfg, "model.head", default=None) or {}
+    if head.get("layer_mix") == "concat" and head.get("layers", "last") in (None, "last"):
+        found.append("model.head.layer_mix=concat joins several layers, and model.head.layers="
+                     "last reads one: set model.head.layers=all (or a list of indices)")
     metric = cfg.get("optimized_metric")
     if isinstance(metric, str) and not metric.startswith("val/"):
         found.append(f"optimized_metric={metric}: expected a validation metric (val/...): "

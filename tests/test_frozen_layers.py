@@ -235,6 +235,11 @@ def test_concat_weighs_each_layer_apart_and_its_run_reloads(goemotions_dir, tmp_
 def test_bad_layers_are_refused_by_name():
     assert any(p.startswith("model.head.layer_mix=sum") for p in settings.problems(
         compose_config("paths.output_dir=/x", "model.head.layer_mix=sum")))
+    assert any(p.startswith("model.head.layer_mix=concat joins several") for p in
+               settings.problems(compose_config("paths.output_dir=/x",
+                                                "model.head.layer_mix=concat")))
+    assert settings.problems(compose_config("paths.output_dir=/x", "model.head.layer_mix=concat",
+                                            "model.head.layers=all")) == []
     assert any(p.startswith("model.head.layers=first") for p in settings.problems(
         compose_config("paths.output_dir=/x", "model.head.layers=first")))
     with pytest.raises(ValueError, match=r"model\.head\.layers=\[5\]"):
