@@ -110,3 +110,21 @@ def test_default_optimizer_is_fused_adamw():
     config = resolved()
     assert config["model"]["optimizer"]["_target_"] == "torch.optim.AdamW"
     assert config["model"]["optimizer"]["fused"] is True  # the CPU step is ~8x faster fused
+
+
+@pytest.mark.parametrize("search", names("hparams_search"))
+@pytest.mark.parametrize("end", ["low", "high"])
+def test_every_search_space_corner_composes_and_passes_the_settings_check(search, end):
+    """A trial's overrides (the study's fixed ones, then one value per parameter: each range's
+    end, each list's first or last choice) compose with the train config and pass the
+    settings check, so a misspelt key or a refused combination fails here, not in trial 0."""
+    from emotion_lab.search import override
+
+    spec = resolved(f"hparams_search={search}")["search"]
+    picked = {key: (p["choices"][0 if end == "low" else -1] if p["type"] == "categorical"
+                    else p[end]) for key, p in spec["params"].items()}
+    config = compose_config(*PATHS, *spec["fixed"],
+                            *(override(key, value) for key, value in picked.items()))
+    settings.check(config)
+    for key, value in picked.items():
+        assert OmegaConf.select(config, key) == value
