@@ -108,6 +108,12 @@ def _layer_mixes() -> tuple:
     return LAYER_MIXES
 
 
+def _losses() -> tuple:
+    from emotion_lab.models.losses import LOSSES
+
+    return LOSSES
+
+
 def _taxonomies() -> tuple:
     from emotion_lab.data.taxonomy import available
 
@@ -175,6 +181,11 @@ RULES: dict[str, Rule] = {
     "model.head.layers": Rule("list", also=("last", "all")),  # indices: heads.hidden_layers
     "model.head.layer_mix": Choice(among=_layer_mixes),
     "model.loss.max_pos_weight": Float(0, open=True, nullable=True),
+    "model.loss.name": Choice(among=_losses),
+    "model.loss.gamma_neg": Float(0),
+    "model.loss.gamma_pos": Float(0),
+    "model.loss.clip": Float(0, 1, open=True, also=(0,)),
+    "model.layer_lr_decay": Float(0, 1, open=True, nullable=True),
     "model.optimizer.lr": Float(0, open=True),
     "model.optimizer.weight_decay": Float(0),
     "model.warmup_ratio": PROBABILITY,

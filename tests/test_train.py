@@ -21,8 +21,9 @@ from emotion_lab.errors import ConfigError
 from emotion_lab.evaluation.metrics import evaluate, frequency_baseline
 from emotion_lab.evaluation.thresholds import tune_per_label
 from emotion_lab.inference import predict_probs
-from emotion_lab.models.classifier_module import EmotionModule, pos_weight_from
+from emotion_lab.models.classifier_module import EmotionModule
 from emotion_lab.models.heads import build_classifier
+from emotion_lab.models.losses import pos_weight_from
 from emotion_lab.models.precision import fast_precision
 from emotion_lab.models.saving import load_model
 from emotion_lab.rundir import REQUIRED, load_arrays

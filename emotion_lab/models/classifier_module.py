@@ -14,27 +14,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from emotion_lab.data.types import Problem
 from emotion_lab.models.adapters import count_parameters, upcast_trainable
 from emotion_lab.models.heads import build_classifier, init_output_bias
 from emotion_lab.models.label_module import Collect, LabelModule, enable_checkpointing
+from emotion_lab.models.losses import build_loss
 
 log = logging.getLogger(__name__)
-
-
-def pos_weight_from(setting: Any, train_frequencies: list[float] | None,
-                    cap: float) -> torch.Tensor | None:
-    """BCE pos_weight: None, 'balanced' (negatives/positives per label, capped) or a list."""
-    if setting is None:
-        return None
-    if setting == "balanced":
-        if train_frequencies is None:
-            raise ValueError("model.loss.pos_weight=balanced needs the training label frequencies.")
-        freq = torch.tensor(train_frequencies).clamp(min=1e-6)
-        return ((1 - freq) / freq).clamp(max=cap)
-    return torch.tensor(list(setting), dtype=torch.float)
 
 
 class EmotionModule(LabelModule):
@@ -44,7 +31,8 @@ class EmotionModule(LabelModule):
                  scheduler: Callable | None = None, warmup_ratio: float = 0.1,
                  train_frequencies: list[float] | None = None,
                  problem_type: str = "multi_label", fast_dropout: bool = True,
-                 gradient_checkpointing: bool = False, kind: str = "classifier"):
+                 gradient_checkpointing: bool = False, kind: str = "classifier",
+                 layer_lr_decay: float | None = None):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.label_names = list(label_names)
@@ -66,15 +54,7 @@ class EmotionModule(LabelModule):
         log.info("model: %s / %s, %s of %s parameters train (%.2f%%)", backbone.get("name"),
                  getattr(adapter, "name", type(adapter).__name__), f"{self.trainable_params:,}",
                  f"{self.total_params:,}", 100 * self.trainable_params / self.total_params)
-        if self.problem.single_label:
-            if loss.get("pos_weight") is not None:
-                log.warning("model.loss.pos_weight applies to multi-label tasks; this task is "
-                            "single-label, so it is ignored.")
-            self.loss_fn: nn.Module = nn.CrossEntropyLoss()
-        else:
-            pos_weight = pos_weight_from(loss.get("pos_weight"), train_frequencies,
-                                         loss.get("max_pos_weight", 10.0))
-            self.loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        self.loss_fn = build_loss(loss, self.problem.single_label, train_frequencies)
         self.val_outputs = Collect()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

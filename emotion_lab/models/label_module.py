@@ -17,6 +17,7 @@ from torchmetrics import Metric
 
 from emotion_lab.evaluation.metrics import evaluate
 from emotion_lab.models.dropout import use_fast_dropout
+from emotion_lab.models.layer_decay import layer_groups
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,14 @@ class LabelModule(L.LightningModule):
                                             gradient_clip_algorithm)
 
     def configure_optimizers(self) -> dict:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = self.hparams.optimizer(params=params)
+        decay = self.hparams.get("layer_lr_decay")
+        if decay is None:
+            optimizer = self.hparams.optimizer(
+                params=[p for p in self.model.parameters() if p.requires_grad])
+        else:
+            optimizer = self.hparams.optimizer(params=layer_groups(self.model, decay))
+            for group in optimizer.param_groups:  # before the scheduler reads initial_lr
+                group["lr"] *= group["lr_scale"]
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         total = self.trainer.estimated_stepping_batches
