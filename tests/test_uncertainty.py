@@ -100,6 +100,21 @@ def test_runs_that_differ_only_by_seed_group_together():
     assert [g.name for g in groups] == ["per_label lr=0.0001", "per_label lr=0.0003", "global"]
 
 
+def test_groups_of_one_adapter_are_named_by_what_tells_them_apart():
+    def adapter_run(path, seed, adapter, **settings):
+        made = run(path, seed, adapter=adapter)
+        made.config["adapter"] = {"_target_": f"emotion_lab.models.adapters.{adapter}",
+                                  "name": adapter, **settings}
+        return made
+
+    groups = group_by_seed([adapter_run("f", 1, "full"),
+                            adapter_run("a", 1, "lora", r=16, alpha=32),
+                            adapter_run("b", 1, "lora", r=4, alpha=32)])
+    # not the class nor the name, which only tell LoRA from full fine-tuning (said already);
+    # r, which the full run lacks, does tell the two LoRA groups apart
+    assert [g.name for g in groups] == ["full", "lora r=16", "lora r=4"]
+
+
 def test_a_setting_older_runs_lack_does_not_split_a_seed_group():
     newer = run("b", 2)
     newer.config["backbone"] = {"dtype": "float32"}  # a key added after run a was made

@@ -179,13 +179,14 @@ def _name_groups(groups: list[SeedGroup]) -> None:
     for group in groups:
         group.name = " ".join(str(group.runs[0].metrics.get(f)) for f in varying)
     flats = [_flat(r.config) for r in firsts]
-    keys = sorted({k for f in flats for k in f})
-    differing = [k for k in keys if all(k in f for f in flats) and len({f[k] for f in flats}) > 1
-                 and not k.startswith(("model.adapter.", "model.backbone.", "model.head.pooling",
-                                       "data.source.", "model.threshold_policy"))]
     names = [g.name for g in groups]
     for group, flat in zip(groups, flats, strict=True):
         if names.count(group.name) > 1 or not group.name:
+            # only what tells this group from the others of its name: what sets it apart from
+            # a group named otherwise is in the name already
+            peers = [f for f, name in zip(flats, names, strict=True) if name == group.name]
+            differing = [k for k in sorted(flat) if all(k in f for f in peers)
+                         and len({f[k] for f in peers}) > 1 and _names_a_setting(k)]
             extra = " ".join(f"{k.split('.')[-1]}={flat.get(k, '-')}".replace("'", "")
                              for k in differing if k.split(".")[-1] not in NAME_FIELDS)
             group.name = f"{group.name} {extra}".strip() or "all runs"
@@ -193,6 +194,14 @@ def _name_groups(groups: list[SeedGroup]) -> None:
     for group in groups:
         if names.count(group.name) > 1 and "evaluated_from" in group.runs[0].metrics:
             group.name += " (re-evaluated)"
+
+
+def _names_a_setting(key: str) -> bool:
+    # model.adapter / model.backbone repeat adapter.* / backbone.* (interpolated); a _target_
+    # names the class, which the adapter's or backbone's name already says
+    return not key.startswith(("model.adapter.", "model.backbone.", "model.head.pooling",
+                               "data.source.", "model.threshold_policy")) \
+        and not key.endswith("._target_")
 
 
 # columns of summary_table a seed group reports as mean and standard deviation
