@@ -40,22 +40,31 @@ def runs_of(spec: str) -> list[Path]:
     return find_runs([Path(p) for p in spec.split(",")])
 
 
-def speed_of(spec: str, runs: list[dict]) -> tuple[float, str]:
+def samples_per_second(metrics: dict, path: Path) -> float:
+    speed = metrics.get("time/train_samples_per_second")
+    if not speed:  # absent (a run older than the figure) or null (a run that trained 0 steps)
+        raise SystemExit(f"cost_figure: {path} records no time/train_samples_per_second; time "
+                         "a short run of its settings alone and pass that run as SPEED.")
+    return speed
+
+
+def speed_of(spec: str, runs: dict[Path, dict]) -> tuple[float, str]:
     """Samples a second measured alone, and where that figure comes from."""
     if spec == "own":
-        return statistics.mean(m["time/train_samples_per_second"] for m in runs), "own runs"
-    speed_runs = [read_metrics(p) for p in runs_of(spec)]
-    return statistics.mean(m["time/train_samples_per_second"] for m in speed_runs), spec
+        return statistics.mean(samples_per_second(m, p) for p, m in runs.items()), "own runs"
+    speeds = [samples_per_second(read_metrics(p), p) for p in runs_of(spec)]
+    return statistics.mean(speeds), spec
 
 
 def row(label: str, runs_spec: str, speed_spec: str) -> dict:
     paths = runs_of(runs_spec)
-    runs = [read_metrics(p) for p in paths]
+    by_path = {p: read_metrics(p) for p in paths}
+    runs = list(by_path.values())
     samples = {m["train/samples_seen"] for m in runs}
     if len(samples) != 1:
         raise SystemExit(f"{label}: its runs saw different numbers of training samples "
                          f"({sorted(samples)}); a row is one recipe over seeds.")
-    speed, source = speed_of(speed_spec, runs)
+    speed, source = speed_of(speed_spec, by_path)
     features = statistics.mean(m.get("time/feature_seconds") or 0.0 for m in runs)
     scores = [m["test/macro_f1"] for m in runs]
     return {"label": label, "runs": [str(p) for p in paths], "seeds": len(runs),

@@ -44,3 +44,15 @@ def test_a_row_whose_seeds_saw_different_samples_is_refused_by_name(tmp_path):
     runs = [fake_run(tmp_path / "a", 0.5, 10.0), fake_run(tmp_path / "b", 0.5, 10.0, 2000)]
     done = cost_figure("--row", "mixed", ",".join(runs), "own", "--out", str(tmp_path / "c"))
     assert done.returncode != 0 and "mixed" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_speed_run_without_a_speed_is_named_not_a_traceback(tmp_path):
+    run = fake_run(tmp_path / "a", 0.5, 10.0)
+    untimed = tmp_path / "untimed"
+    fake_run(untimed, 0.0, 10.0)
+    metrics = json.loads((untimed / "metrics.json").read_text())
+    metrics["time/train_samples_per_second"] = None
+    (untimed / "metrics.json").write_text(json.dumps(metrics))
+    done = cost_figure("--row", "r", run, str(untimed), "--out", str(tmp_path / "c"))
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{untimed} records no time/train_samples_per_second" in done.stderr
