@@ -115,6 +115,23 @@ def test_groups_of_one_adapter_are_named_by_what_tells_them_apart():
     assert [g.name for g in groups] == ["full", "lora r=16", "lora r=4"]
 
 
+def test_a_setting_older_runs_lack_still_names_the_newer_groups_and_names_stay_unique():
+    older = run("a", 1)
+    asl, decay = run("b", 1), run("c", 1)
+    asl.config["model"] |= {"loss": {"name": "asymmetric"}, "layer_lr_decay": None}
+    decay.config["model"] |= {"loss": {"name": "bce"}, "layer_lr_decay": 0.8}
+    for made, rate in ((older, 0), (asl, 10), (decay, 10)):  # display only: no difference
+        made.config["callbacks"]["progress_bar"] = {"refresh_rate": rate}
+    groups = group_by_seed([older, asl, decay])
+    # b is not merged into a's group though a lacks its keys: a group has one run per seed
+    assert [g.name for g in groups] == ["layer_lr_decay=- loss.name=-",
+                                        "layer_lr_decay=None loss.name=asymmetric",
+                                        "layer_lr_decay=0.8 loss.name=bce"]
+    twins = group_by_seed([run("x", 1), run("y", 1, threshold_policy="global"),
+                           run("z", 1, threshold_policy="global")])
+    assert len({g.name for g in twins}) == 3  # y and z alike: told apart by their folders
+
+
 def test_a_setting_older_runs_lack_does_not_split_a_seed_group():
     newer = run("b", 2)
     newer.config["backbone"] = {"dtype": "float32"}  # a key added after run a was made

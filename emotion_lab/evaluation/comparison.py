@@ -110,9 +110,11 @@ def feature_note(runs: list[Run]) -> list[str]:
 
 
 # config keys that never make two runs different experiments: where outputs go, labels for
-# dashboards, and every `seed` (the training seed and the ones interpolated from it)
+# dashboards, the console's progress bar, and every `seed` (the training seed and the ones
+# interpolated from it)
 IGNORED_KEYS = ("seed", "paths", "hydra", "tags", "task_name", "ckpt_path", "logger",
-                "default_root_dir", "dirpath", "save_dir", "output_dir", "cache_dir")
+                "default_root_dir", "dirpath", "save_dir", "output_dir", "cache_dir",
+                "progress_bar")
 
 
 def _flat(config: dict[str, Any], prefix: str = "", out_dir: str | None = None
@@ -160,8 +162,13 @@ def group_by_seed(runs: list[Run]) -> list[SeedGroup]:
             continue
         # a key one config lacks is not a difference: runs made before a setting existed
         # (e.g. backbone.dtype, threads) ran as its default did
+        # ...but a group holds one run per seed: a second run of a seed it has is another
+        # experiment, even if it differs only in a key the group's runs lack (a run with
+        # model.loss.name=asymmetric beside runs made before model.loss.name existed)
+        seed = run.config.get("seed")
         for config, key, members in keyed:
-            if key == policy and members[0].config and all(
+            if key == policy and members[0].config and seed not in [
+                    m.config.get("seed") for m in members] and all(
                     config[k] == v for k, v in trained.items() if k in config):
                 config.update(trained)
                 members.append(run)
@@ -185,15 +192,27 @@ def _name_groups(groups: list[SeedGroup]) -> None:
             # only what tells this group from the others of its name: what sets it apart from
             # a group named otherwise is in the name already
             peers = [f for f, name in zip(flats, names, strict=True) if name == group.name]
-            differing = [k for k in sorted(flat) if all(k in f for f in peers)
-                         and len({f[k] for f in peers}) > 1 and _names_a_setting(k)]
-            extra = " ".join(f"{k.split('.')[-1]}={flat.get(k, '-')}".replace("'", "")
+            # a key older runs lack still tells apart the peers that have it
+            keys = sorted({k for f in peers for k in f})
+            differing = [k for k in keys if len({f[k] for f in peers if k in f}) > 1
+                         and _names_a_setting(k)]
+            extra = " ".join(f"{_label(k)}={flat.get(k, '-')}".replace("'", "")
                              for k in differing if k.split(".")[-1] not in NAME_FIELDS)
             group.name = f"{group.name} {extra}".strip() or "all runs"
     names = [g.name for g in groups]
     for group in groups:
         if names.count(group.name) > 1 and "evaluated_from" in group.runs[0].metrics:
             group.name += " (re-evaluated)"
+    names = [g.name for g in groups]
+    for group in groups:  # tables and intervals are keyed by name: never two alike
+        if names.count(group.name) > 1:
+            group.name += f" ({group.runs[0].path})"
+
+
+def _label(key: str) -> str:
+    # `name` alone says nothing (model.loss.name, adapter.name): keep its parent
+    parts = key.split(".")
+    return ".".join(parts[-2:]) if parts[-1] == "name" and len(parts) > 1 else parts[-1]
 
 
 def _names_a_setting(key: str) -> bool:
