@@ -127,6 +127,8 @@ def test_a_setting_older_runs_lack_still_names_the_newer_groups_and_names_stay_u
     assert [g.name for g in groups] == ["layer_lr_decay=- loss.name=-",
                                         "layer_lr_decay=None loss.name=asymmetric",
                                         "layer_lr_decay=0.8 loss.name=bce"]
+    unseeded = group_by_seed([run("u", None), run("v", None)])  # seed=null: replicates
+    assert [len(g.runs) for g in unseeded] == [2]
     twins = group_by_seed([run("x", 1), run("y", 1, threshold_policy="global"),
                            run("z", 1, threshold_policy="global")])
     assert len({g.name for g in twins}) == 3  # y and z alike: told apart by their folders

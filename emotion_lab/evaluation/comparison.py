@@ -164,11 +164,12 @@ def group_by_seed(runs: list[Run]) -> list[SeedGroup]:
         # (e.g. backbone.dtype, threads) ran as its default did
         # ...but a group holds one run per seed: a second run of a seed it has is another
         # experiment, even if it differs only in a key the group's runs lack (a run with
-        # model.loss.name=asymmetric beside runs made before model.loss.name existed)
+        # model.loss.name=asymmetric beside runs made before model.loss.name existed); runs
+        # with seed=null drew theirs at random, so they may repeat one config
         seed = run.config.get("seed")
         for config, key, members in keyed:
-            if key == policy and members[0].config and seed not in [
-                    m.config.get("seed") for m in members] and all(
+            if key == policy and members[0].config and (seed is None or seed not in [
+                    m.config.get("seed") for m in members]) and all(
                     config[k] == v for k, v in trained.items() if k in config):
                 config.update(trained)
                 members.append(run)
