@@ -334,18 +334,20 @@ def test_two_processes_opening_one_fresh_database_at_once_both_succeed(backend, 
         database = lambda: contextlib.nullcontext(  # noqa: E731
             f"sqlite:///{tmp_path / uuid.uuid4().hex}.db")
     failures = []
-    for _ in range(5):  # without the fix: fails in (nearly) every round
+    for _ in range(10):  # without the fix: fails in most rounds (SQLite: not every one)
         with database() as url:
             failures += [d.stderr for d in open_together(url, "plain") if d.returncode != 0]
         if failures:
             break
-    assert failures, "plain Optuna never failed: the test no longer shows the race"
-    assert "sqlalchemy.exc." in failures[0], failures[0][-2000:]  # creating tables or rows
+    if failures:
+        assert "sqlalchemy.exc." in failures[0], failures[0][-2000:]  # creating tables or rows
     for _ in range(3):
         with database() as url:
             done = open_together(url, "fixed")
         assert [d.returncode for d in done] == [0, 0], done[0].stderr[-2000:] + \
             done[1].stderr[-2000:]
+    if not failures:  # the fix held, but this run did not show that it was needed
+        pytest.skip(f"{backend}: plain Optuna did not hit the race in 10 rounds on this machine")
 
 
 def search_command(goemotions_dir, tmp_path, url, *extra: str) -> list[str]:
