@@ -159,6 +159,8 @@ RULES: dict[str, Rule] = {
     "data.source.from_hub": Rule("bool"),
     "data.source.examples.*": Int(1),  # data=synthetic
     "data.source.max_labels": Int(1),
+    "data.distill.teachers": Rule("list", nullable=True, or_file=True),
+    "data.distill.weight": PROBABILITY,
     "data.clean.min_chars": Int(0),
     "data.clean.min_words": Int(0),
     "data.clean.neutral_share": Float(0, 1, nullable=True),

@@ -20,6 +20,7 @@ from emotion_lab.data.batching import (
     TokenizedSplit,
 )
 from emotion_lab.data.cleaning import clean
+from emotion_lab.data.distill import distill_report, distilled_targets, teacher_probabilities
 from emotion_lab.data.meaning import Embed
 from emotion_lab.data.prepared import is_prepared, read_prepared
 from emotion_lab.data.prompts import PromptFormat, truncate_texts
@@ -47,6 +48,8 @@ class TextDataModule(L.LightningDataModule):
     generative model's prompt config, data/prompts.py): serve prompts and target answers
     instead of classifier inputs. `embed` (texts -> embeddings): what cleaning by meaning
     (data.clean.label_issues / outliers) needs; the prepare face passes the backbone's.
+    `distill` ({teachers, weight}): train on labels mixed with teacher runs' probabilities
+    (data/distill.py); validation and test keep their labels.
     """
 
     def __init__(self, tokenizer, source: Any = None, dir: str | None = None,
@@ -55,7 +58,7 @@ class TextDataModule(L.LightningDataModule):
                  batch_size: int = 32, eval_batch_size: int = 128, num_workers: int = 0,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  seed: int = 0, prompt: dict[str, Any] | None = None,
-                 embed: Embed | None = None):
+                 embed: Embed | None = None, distill: dict[str, Any] | None = None):
         super().__init__()
         check_count("data.max_length", max_length)
         check_count("data.batch_size", batch_size)
@@ -70,6 +73,7 @@ class TextDataModule(L.LightningDataModule):
         self.clean = {k: dict(v) if isinstance(v, Mapping) else v
                       for k, v in dict(clean or {}).items()}
         self.embed = embed  # texts -> embeddings, for cleaning by meaning (the prepare face's)
+        self.distill = dict(distill or {})
         self.review: list[dict[str, Any]] = []  # the training examples that cleaning flagged
         self.max_length = max_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -118,17 +122,36 @@ class TextDataModule(L.LightningDataModule):
         pad_id = self.tokenizer.pad_token_id
         if self.prompt is not None:
             self.format = PromptFormat.from_config(self.prompt, self.label_names)
+        targets = {name: split.labels for name, split in self.splits.items()}
+        if self.distill.get("teachers") is not None:
+            targets["train"] = self.distilled(self.splits["train"])
         for name, split in self.splits.items():
             if self.format is not None:
                 self.tokenized[name] = self.prompted(name, split)
                 continue
             enc = self.tokenizer(split.texts, truncation=True, max_length=self.max_length)
-            self.tokenized[name] = TokenizedSplit(enc["input_ids"], split.labels, pad_id)
+            self.tokenized[name] = TokenizedSplit(enc["input_ids"], targets[name], pad_id)
         lengths = torch.cat([t.lengths for t in self.tokenized.values()]).float()
         log.info("data: %s examples, %d labels; %.1f tokens on average, %d truncated to %d",
                  " / ".join(f"{name} {len(split):,}" for name, split in self.splits.items()),
                  len(self.label_names), lengths.mean(),
                  int((lengths >= self.max_length).sum()), self.max_length)
+
+    def distilled(self, split: Split) -> np.ndarray:
+        """The training split's labels mixed with the teachers' probabilities."""
+        if self.format is not None or self.problem.single_label:
+            raise DataError("data.distill.teachers is set, but distillation mixes teacher "
+                            "probabilities into multi-label targets for a classifier head: "
+                            "this run is generative or single-label. Set "
+                            "data.distill.teachers=null.")
+        teachers = self.distill["teachers"]
+        teachers = [teachers] if isinstance(teachers, str) else list(teachers)
+        probs = teacher_probabilities(teachers, split.texts, self.label_names)
+        self.report["distill"] = distill_report(self.distill | {"teachers": teachers},
+                                                len(split))
+        log.info("data: training targets %.2f x labels + %.2f x the mean of %d teacher(s)",
+                 1 - self.distill["weight"], self.distill["weight"], len(teachers))
+        return distilled_targets(split.labels, probs, self.distill["weight"])
 
     def prompted(self, name: str, split: Split) -> PromptedSplit:
         """Prompt and target token ids; the target ends with the end-of-text token, so that a
