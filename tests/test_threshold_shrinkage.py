@@ -64,7 +64,7 @@ def test_the_script_scores_the_recorded_policy_and_picks_k_on_validation(tmp_pat
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
-    for row, run in zip(result["runs"], runs):
+    for row, run in zip(result["runs"], runs, strict=True):
         # no temperatures.json: the per-label policy on the raw arrays is the recorded one
         assert abs(row["test_macro_f1"]["per_label"] - row["recorded_test_macro_f1"]) < 1e-9
         val_probs, val_labels = np.load(run / "val_probs_uncalibrated.npy"), \
